@@ -1,0 +1,55 @@
+# Two commands on a fresh machine:
+#   make train convert   set up, make the demo data, train on it, convert to TFLite
+#   make test            set up and run the tests
+# Real runs: make train DATA=path/to/images EPOCHS=20 IMG_SIZE=224 WEIGHTS=imagenet
+
+PYTHON   ?= python3
+VENV     ?= .venv
+BIN      := $(VENV)/bin
+STAMP    := $(VENV)/.installed
+
+DATA     ?=
+DEMO_DIR ?= data/demo
+EPOCHS   ?= 6
+IMG_SIZE ?= 64
+WEIGHTS  ?= auto
+RUN      ?= runs/latest
+NAME     ?=
+
+.PHONY: setup train convert test bench demo-data clean help
+
+help:
+	@echo "make train convert   train on DATA (default: generated demo data) and convert runs/latest to TFLite"
+	@echo "make test            run the test suite"
+	@echo "make bench           run the benchmarks (slow; see benchmarks/README.md)"
+	@echo "overrides: DATA=dir EPOCHS=n IMG_SIZE=px WEIGHTS=auto|imagenet|none|file RUN=runs/NAME"
+
+setup: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+$(DEMO_DIR)/.complete: | $(STAMP)
+	$(BIN)/crack data demo --out $(DEMO_DIR)
+
+demo-data: $(DEMO_DIR)/.complete
+
+train: setup $(if $(DATA),,$(DEMO_DIR)/.complete)
+	$(BIN)/crack train --data $(if $(DATA),$(DATA),$(DEMO_DIR)) --epochs $(EPOCHS) \
+		--img-size $(IMG_SIZE) --weights $(WEIGHTS) $(if $(NAME),--name $(NAME),)
+
+convert: setup
+	$(BIN)/crack convert --run $(RUN)
+
+test: setup
+	$(BIN)/python -m pytest
+
+bench: setup
+	$(BIN)/python -m benchmarks.run_all
+
+clean:
+	rm -rf $(VENV) runs data/demo .pytest_cache
