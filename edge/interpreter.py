@@ -1,0 +1,79 @@
+"""Which TFLite interpreter runs the model.
+
+Tried in order: ``ai_edge_litert`` (LiteRT, the maintained successor of tflite-runtime, with
+wheels for current Python and numpy 2), ``tflite_runtime`` (last release 2.14: Python <= 3.11 and
+numpy < 2 only), then ``tensorflow.lite`` (a full TensorFlow, never needed on a device).
+``CRACK_EDGE_INTERPRETER`` (one of the names in ``PACKAGES``) forces one package.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass, field
+
+from edge.errors import UserError
+
+PACKAGES = ("ai_edge_litert", "tflite_runtime", "tensorflow")
+_MODULES = {
+    "ai_edge_litert": "ai_edge_litert.interpreter",
+    "tflite_runtime": "tflite_runtime.interpreter",
+    "tensorflow": "tensorflow.lite",
+}
+ENV_VAR = "CRACK_EDGE_INTERPRETER"
+
+
+@dataclass(frozen=True)
+class InterpreterBackend:
+    package: str  # which entry of PACKAGES was imported
+    version: str
+    interpreter_class: type
+    failures: dict[str, str] = field(default_factory=dict)  # packages tried first and why they failed
+
+    def describe(self) -> str:
+        text = f"{self.package} {self.version}"
+        if self.failures:
+            text += " (unavailable: " + "; ".join(f"{k}: {v}" for k, v in self.failures.items()) + ")"
+        return text
+
+
+def find_interpreter(order: tuple[str, ...] | None = None) -> InterpreterBackend:
+    """Import the first usable interpreter package; UserError listing every failure if none works."""
+    forced = os.environ.get(ENV_VAR)
+    if order is None:
+        order = (forced,) if forced else PACKAGES
+    failures: dict[str, str] = {}
+    for package in order:
+        if package not in _MODULES:
+            raise UserError(f"unknown interpreter package {package!r}; choose from {', '.join(PACKAGES)}")
+        try:
+            module = importlib.import_module(_MODULES[package])
+            interpreter_class = module.Interpreter
+        except Exception as exc:  # ImportError, or e.g. a numpy ABI error raised while importing
+            failures[package] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".strip()
+            continue
+        return InterpreterBackend(package, _version_of(package), interpreter_class, failures)
+    tried = "; ".join(f"{k}: {v}" for k, v in failures.items())
+    raise UserError(
+        f"no TFLite interpreter could be imported ({tried}); install one: pip install ai-edge-litert"
+    )
+
+
+def _version_of(package: str) -> str:
+    from importlib import metadata
+
+    distribution = {"ai_edge_litert": "ai-edge-litert", "tflite_runtime": "tflite-runtime"}.get(package, package)
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        if package == "tensorflow":
+            for name in ("tensorflow-cpu", "tensorflow"):
+                try:
+                    return metadata.version(name)
+                except metadata.PackageNotFoundError:
+                    pass
+        return "unknown"
+
+
+def default_thread_count() -> int:
+    return os.cpu_count() or 1
