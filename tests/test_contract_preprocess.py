@@ -1,0 +1,105 @@
+"""The model input contract and the shared image decoding: the pieces every stage relies on."""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.contract import ModelContract, write_bytes_atomic
+from edge.errors import ImageDecodeError, UserError
+from edge.preprocess import decode_image, frame_to_rgb, load_for_model, load_image, resize_for_model
+
+
+def _png(image: np.ndarray) -> bytes:
+    ok, encoded = cv2.imencode(".png", image)
+    assert ok
+    return encoded.tobytes()
+
+
+def test_contract_round_trip_and_labels(tmp_path):
+    contract = ModelContract(input_size=96, threshold=0.37, extra={"run": "demo"})
+    contract.save(tmp_path / "contract.json")
+    loaded = ModelContract.load(tmp_path / "contract.json")
+    assert loaded == contract
+    assert loaded.label_name(0.36) == "no_crack"
+    assert loaded.label_name(0.37) == "crack"
+    assert loaded.with_threshold(0.9).label_index(0.5) == 0
+
+
+@pytest.mark.parametrize("bad", [{"input_size": 8}, {"threshold": 1.5}, {"colour_order": "BGR"}])
+def test_contract_rejects_what_the_models_cannot_take(bad):
+    with pytest.raises(UserError):
+        ModelContract(**bad)
+
+
+def test_contract_rejects_unknown_keys_and_bad_json(tmp_path):
+    path = tmp_path / "contract.json"
+    path.write_text(json.dumps({"input_size": 64, "mean": [0.5]}))
+    with pytest.raises(UserError, match="unknown keys: mean"):
+        ModelContract.load(path)
+    path.write_text("{not json")
+    with pytest.raises(UserError, match="not valid JSON"):
+        ModelContract.load(path)
+    with pytest.raises(UserError, match="not found"):
+        ModelContract.load(tmp_path / "missing.json")
+
+
+def test_colour_order_is_rgb_for_files_and_frames(tmp_path):
+    bgr = np.zeros((4, 6, 3), np.uint8)
+    bgr[..., 0] = 255  # pure blue in OpenCV's BGR order
+    rgb = decode_image(_png(bgr))
+    assert rgb.shape == (4, 6, 3) and rgb.dtype == np.uint8
+    assert rgb[0, 0].tolist() == [0, 0, 255]
+    assert frame_to_rgb(bgr)[0, 0].tolist() == [0, 0, 255]
+
+
+def test_grayscale_rgba_and_16_bit_become_8_bit_rgb():
+    gray = np.full((5, 5), 200, np.uint8)
+    assert decode_image(_png(gray))[0, 0].tolist() == [200, 200, 200]
+    bgra = np.zeros((5, 5, 4), np.uint8)
+    bgra[..., 2] = 255
+    bgra[..., 3] = 10
+    assert decode_image(_png(bgra))[0, 0].tolist() == [255, 0, 0]
+    deep = np.full((5, 5, 3), 65535, np.uint16)
+    deep[..., 0] = 256 * 7  # blue channel 7 after >> 8
+    decoded = decode_image(_png(deep))
+    assert decoded.dtype == np.uint8 and decoded[0, 0].tolist() == [255, 255, 7]
+
+
+def test_bad_files_raise_a_clear_error(tmp_path):
+    with pytest.raises(ImageDecodeError, match="empty"):
+        decode_image(b"")
+    with pytest.raises(ImageDecodeError, match="not a decodable image"):
+        decode_image(b"this is a text file, not a picture")
+    ok, jpeg = cv2.imencode(".jpg", np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    with pytest.raises(ImageDecodeError, match="truncated"):
+        decode_image(jpeg.tobytes()[: len(jpeg) // 2])
+    with pytest.raises(ImageDecodeError, match="cannot read"):
+        load_image(tmp_path / "missing.jpg")
+
+
+def test_resize_squashes_to_the_model_size_with_raw_pixels(tmp_path):
+    image = np.zeros((30, 60, 3), np.uint8)
+    image[:, 30:] = 255  # right half white
+    path = tmp_path / "wide.png"
+    path.write_bytes(_png(image))
+    model_input = load_for_model(path, 32)
+    assert model_input.shape == (32, 32, 3) and model_input.dtype == np.uint8
+    assert model_input[:, :15].max() == 0 and model_input[:, 17:].min() == 255  # squashed, not cropped
+    same = np.full((32, 32, 3), 9, np.uint8)
+    assert resize_for_model(same, 32) is not None and (resize_for_model(same, 32) == 9).all()
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatch):
+    target = tmp_path / "model.bin"
+    write_bytes_atomic(target, b"old")
+
+    def failing_fsync(fd):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("os.fsync", failing_fsync)
+    with pytest.raises(OSError):
+        write_bytes_atomic(target, b"new content")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.bin"]  # no temporary left behind

@@ -1,0 +1,172 @@
+"""The synthetic demo data set: layout, determinism, and that it cannot be solved by brightness."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.preprocess import load_image
+from training.demo_data import (CLASSES, COMPLETE_MARKER, README_NAME, DemoOptions,
+                                generate_demo, render)
+
+ROOT = Path(__file__).resolve().parents[1]
+LUMA = np.array([0.299, 0.587, 0.114])
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "training", "data", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+
+
+def files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+def make(out: Path, **kwargs) -> Path:
+    generate_demo(DemoOptions(out=out, **kwargs), progress=False)
+    return out
+
+
+def test_cli_writes_class_folders_readme_and_marker(tmp_path):
+    out = tmp_path / "demo"
+    result = run_cli("demo", "--out", str(out), "--count", "3", "--size", "64", "--seed", "7")
+    assert result.returncode == 0, result.stderr
+    assert "6 images" in result.stdout
+    assert sorted(p.name for p in out.iterdir()) == sorted([*CLASSES, README_NAME,
+                                                            COMPLETE_MARKER])
+    for cls in CLASSES:
+        images = sorted((out / cls).iterdir())
+        assert [p.name for p in images] == [f"{cls}_{i:05d}.png" for i in range(3)]
+        for path in images:
+            rgb = load_image(path)  # the project's own decoder reads them
+            assert rgb.shape == (64, 64, 3) and rgb.dtype == np.uint8
+    readme = (out / README_NAME).read_text()
+    assert "SYNTHETIC" in readme and "--seed 7" in readme and "generator version" in readme
+
+
+def test_same_seed_same_bytes_other_seed_other_images(tmp_path):
+    a = files(make(tmp_path / "a", count=4, size=64, seed=3))
+    b = files(make(tmp_path / "b", count=4, size=64, seed=3))
+    c = files(make(tmp_path / "c", count=4, size=64, seed=4))
+    assert a == b
+    assert a.keys() == c.keys()
+    images = [k for k in a if k.endswith(".png")]
+    assert len(images) == 8
+    assert all(a[k] != c[k] for k in images)
+
+
+def test_bytes_do_not_depend_on_worker_processes_and_count_gives_a_prefix(tmp_path):
+    one = tmp_path / "one"
+    generate_demo(DemoOptions(out=one, count=5, size=48, seed=1), progress=False, workers=1)
+    two = tmp_path / "two"
+    generate_demo(DemoOptions(out=two, count=5, size=48, seed=1), progress=False, workers=2)
+    assert files(one) == files(two)
+    small = files(make(tmp_path / "small", count=2, size=48, seed=1))
+    big = files(one)
+    assert all(small[k] == big[k] for k in small if k.endswith(".png"))
+
+
+def test_rerun_replaces_an_earlier_set_and_refuses_a_foreign_folder(tmp_path):
+    out = make(tmp_path / "demo", count=4, size=32)
+    make(out, count=2, size=32)
+    assert all(len(list((out / cls).iterdir())) == 2 for cls in CLASSES)
+    assert (out / COMPLETE_MARKER).is_file()
+
+    photos = tmp_path / "photos"
+    (photos / "crack").mkdir(parents=True)
+    (photos / "crack" / "IMG_1.jpg").write_bytes(b"mine")
+    result = run_cli("demo", "--out", str(photos), "--count", "2", "--size", "32")
+    assert result.returncode == 2
+    assert (photos / "crack" / "IMG_1.jpg").read_bytes() == b"mine"
+
+
+@pytest.mark.parametrize("args", [["--count", "0"], ["--size", "8"], ["--seed", "-1"]])
+def test_bad_options_are_one_line_errors(tmp_path, args):
+    result = run_cli("demo", "--out", str(tmp_path / "d"), *args)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("error:")
+
+
+# --- hard in the right way -------------------------------------------------------------------
+
+N_PER_CLASS = 120
+
+
+@pytest.fixture(scope="module")
+def samples():
+    return {cls: [render(11, cls, i, 128) for i in range(N_PER_CLASS)] for cls in CLASSES}
+
+
+def held_out_threshold_accuracy(pos: np.ndarray, neg: np.ndarray) -> float:
+    """The best threshold (either direction) on the first half, scored on the second half."""
+    half = len(pos) // 2
+    train = np.r_[pos[:half], neg[:half]]
+    train_y = np.r_[np.ones(half), np.zeros(half)]
+    best = (0.0, 0.0, 1.0)
+    for t in train:
+        for sign in (1.0, -1.0):
+            acc = float(((sign * (train - t) >= 0) == train_y).mean())
+            best = max(best, (acc, t, sign))
+    _, t, sign = best
+    test = np.r_[pos[half:], neg[half:]]
+    test_y = np.r_[np.ones(len(pos) - half), np.zeros(len(neg) - half)]
+    return float(((sign * (test - t) >= 0) == test_y).mean())
+
+
+def test_brightness_and_contrast_do_not_give_the_label_away(samples):
+    stats = {cls: np.array([[(s.rgb @ LUMA).mean(), (s.rgb @ LUMA).std()] for s in samples[cls]])
+             for cls in CLASSES}
+    for j, name in enumerate(["mean", "std"]):
+        acc = held_out_threshold_accuracy(stats["crack"][:, j], stats["no_crack"][:, j])
+        assert acc < 0.65, f"a threshold on the {name} brightness reaches {acc:.2f}"
+
+
+def test_every_crack_is_a_visible_thin_dark_connected_structure(samples):
+    for i, sample in enumerate(samples["crack"]):
+        luma = sample.rgb @ LUMA
+        core = (sample.crack_mask > 0.5).astype(np.uint8)
+        assert 30 <= core.sum() <= 0.12 * core.size, f"crack {i}: {core.sum()} core pixels"
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(core, connectivity=8)
+        longest = stats[1:, cv2.CC_STAT_WIDTH].max(initial=0)
+        tallest = stats[1:, cv2.CC_STAT_HEIGHT].max(initial=0)
+        assert max(longest, tallest) >= 40, f"crack {i} has no long connected part"
+        touched = sample.crack_mask > 0.02
+        ring = (cv2.dilate(touched.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0) & ~touched
+        darker = luma[ring].mean() - luma[core > 0].mean()
+        assert darker > 0.5 * luma.std(), f"crack {i} is not darker than its surroundings"
+    assert all(not s.crack_mask.any() for s in samples["no_crack"])
+
+
+def test_distractors_appear_in_both_classes(samples):
+    """Straight dark lines (joints, saw-cuts) are no shortcut: they are in both classes."""
+    def has_straight_dark_line(rgb: np.ndarray) -> bool:
+        luma = (rgb @ LUMA).astype(np.uint8)
+        blackhat = cv2.morphologyEx(luma, cv2.MORPH_BLACKHAT, np.ones((7, 7), np.uint8))
+        edges = (blackhat > 20).astype(np.uint8) * 255
+        lines = cv2.HoughLinesP(edges, 1, np.pi / 180, threshold=60, minLineLength=90,
+                                maxLineGap=4)
+        return lines is not None
+
+    rate = {cls: np.mean([has_straight_dark_line(s.rgb) for s in samples[cls]])
+            for cls in CLASSES}
+    assert rate["no_crack"] > 0.1
+    assert rate["no_crack"] > 0.5 * rate["crack"]
+
+
+def test_cli_defaults_are_the_module_defaults():
+    import inspect
+
+    from training import cli
+    from training.demo_data import DEFAULT_COUNT, DEFAULT_SIZE
+
+    params = inspect.signature(cli.data_demo).parameters
+    assert params["count"].default.default == DEFAULT_COUNT
+    assert params["size"].default.default == DEFAULT_SIZE
+    assert params["seed"].default.default == 0
