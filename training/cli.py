@@ -78,7 +78,88 @@ def data_patches(
         typer.echo(line)
 
 
+@app.command("train")
+def train_command(
+    data: str | None = typer.Option(None, "--data", metavar="DIR",
+                                    help="Folder of class folders (crack/no_crack, Positive/"
+                                         "Negative, ...), or of train/ val/ test/ folders holding them."),
+    resume: str | None = typer.Option(None, "--resume", metavar="RUN",
+                                      help="Continue an interrupted run (runs/NAME) with its own "
+                                           "options; other options are ignored."),
+    name: str | None = typer.Option(None, "--name", help="Run name (default: time and data folder)."),
+    runs_dir: str = typer.Option("runs", "--runs-dir", metavar="DIR", help="Where runs are kept."),
+    img_size: int = typer.Option(224, "--img-size", help="Model input side in pixels (>= 32)."),
+    epochs: int = typer.Option(10, "--epochs", help="Fine-tuning epochs (phase 2; early stopping may end sooner)."),
+    head_epochs: int | None = typer.Option(None, "--head-epochs", show_default="3 pretrained, 0 from scratch",
+                                           help="Phase 1 epochs: the head alone, base frozen."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Images per step (per replica)."),
+    learning_rate: float = typer.Option(1e-3, "--learning-rate",
+                                        help="Phase 1 rate, and phase 2 rate from scratch."),
+    fine_tune_learning_rate: float | None = typer.Option(
+        None, "--fine-tune-learning-rate", show_default="learning rate / 100 when pretrained",
+        help="Phase 2 learning rate."),
+    fine_tune_at: str | None = typer.Option(
+        None, "--fine-tune-at", show_default="conv5 pretrained, whole base from scratch",
+        help="First base layer to unfreeze in phase 2: a layer index or name prefix (conv4, conv5_block2)."),
+    patience: int = typer.Option(4, "--patience", help="Early-stopping patience in epochs (validation loss)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the split, shuffling, augmentation and initialisation."),
+    weights: str = typer.Option("auto", "--weights", metavar="auto|imagenet|none|PATH",
+                                help="Start from ImageNet weights, random initialisation or a weights file; "
+                                     "auto: ImageNet when available, else random with a warning."),
+    positive: str | None = typer.Option(None, "--positive", metavar="NAME",
+                                        help="Name of the crack class folder, when it is not a usual one."),
+    val_fraction: float = typer.Option(0.15, "--val-fraction", help="Share of images for validation (no split folders)."),
+    test_fraction: float = typer.Option(0.15, "--test-fraction", help="Share of images for test (no split folders)."),
+    val_split: str | None = typer.Option(None, "--val-split", metavar="FOLDER",
+                                         help="Folder under --data to validate on (default val/ or valid/)."),
+    test_split: str | None = typer.Option(None, "--test-split", metavar="FOLDER",
+                                          help="Folder under --data to report on (default test/)."),
+    group_by_source: bool = typer.Option(False, "--group-by-source",
+                                         help="Keep all patches of one photo in one split (names like "
+                                              "001__y48_x96.png or IMG_12_3_4.jpg)."),
+    target_recall: float | None = typer.Option(None, "--target-recall", metavar="R",
+                                               help="Choose the threshold reaching this validation recall "
+                                                    "(default: best validation F1)."),
+    augment: bool = typer.Option(True, "--augment/--no-augment", help="Flips, rotations, brightness, contrast."),
+    strategy: str = typer.Option("default", "--strategy", metavar="default|mirrored|multi-worker",
+                                 help="tf.distribute strategy: mirrored for several GPUs, multi-worker "
+                                      "for several machines (TF_CONFIG)."),
+) -> None:
+    """Fine-tune ResNet50V2 on labelled images; write model, metrics, plots and contract to runs/NAME."""
+    from pathlib import Path
+
+    from training.train import TrainingInterrupted, TrainOptions, train
+
+    if resume is None and data is None:
+        raise UserError("give --data DIR (a folder of class folders) or --resume runs/NAME")
+    options = TrainOptions(
+        data=Path(data) if data else None, runs_dir=Path(runs_dir), name=name, img_size=img_size,
+        epochs=epochs, head_epochs=head_epochs, batch_size=batch_size, learning_rate=learning_rate,
+        fine_tune_learning_rate=fine_tune_learning_rate, fine_tune_at=fine_tune_at,
+        patience=patience, seed=seed, weights=weights, positive=positive,
+        val_fraction=val_fraction, test_fraction=test_fraction, val_split=val_split,
+        test_split=test_split, group_by_source=group_by_source, target_recall=target_recall,
+        augment=augment, strategy=strategy)
+    try:
+        result = train(options, resume=Path(resume) if resume else None)
+    except TrainingInterrupted as stopped:
+        typer.echo(str(stopped), err=True)
+        raise typer.Exit(130) from None
+    typer.echo(f"run: {result.layout.root}  (runs/latest points here)")
+    for warning in result.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+
+
+# `crack convert`: options in convert/cli.py, TensorFlow imported only when it runs.
+from convert.cli import convert_command  # noqa: E402
+
+app.command("convert")(convert_command)
+
+
 def main() -> None:
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
     try:
         app()
     except UserError as exc:

@@ -4,7 +4,10 @@ benchmarks read them. One place so that no module guesses a path.
 runs/NAME/
   model.keras            the best-on-validation model (takes raw RGB 0..255)
   contract.json          edge.contract.ModelContract, with the threshold chosen on validation
+  options.json           the TrainOptions the run was started with (--resume reads them)
+  state.json             which training phases are done, and the best validation loss so far
   metrics.json           test metrics (see training.evaluate)
+  test_predictions.csv   path,label,probability of every test image (Keras model)
   history.csv            per-epoch loss and metrics of both phases
   train.log              the run's log, including skipped files
   splits/{train,val,test}.csv   columns path,label (label 1 = crack); absolute paths
@@ -41,6 +44,18 @@ class RunLayout:
     @property
     def contract(self) -> Path:
         return self.root / "contract.json"
+
+    @property
+    def options(self) -> Path:
+        return self.root / "options.json"
+
+    @property
+    def state(self) -> Path:
+        return self.root / "state.json"
+
+    @property
+    def test_predictions(self) -> Path:
+        return self.root / "test_predictions.csv"
 
     @property
     def metrics(self) -> Path:

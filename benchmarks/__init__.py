@@ -1,0 +1,1 @@
+"""Speed and real-data figures (`make bench`); scripts, never run by the tests."""

@@ -1,0 +1,49 @@
+"""The `crack convert` command: options only; the work is in ``convert.pipeline`` (imported, with
+TensorFlow, only when the command runs, so `crack --help` stays instant)."""
+
+from __future__ import annotations
+
+import typer
+
+from convert.options import (DEFAULT_BACKEND, DEFAULT_CALIBRATION_SIZE, DEFAULT_LATENCY_RUNS,
+                             DEFAULT_MAX_DROP, MODES)
+
+
+def convert_command(
+    run: str = typer.Option(..., "--run", metavar="DIR",
+                            help="Training run directory (runs/NAME or runs/latest)."),
+    modes: list[str] = typer.Option(
+        list(MODES), "--modes", metavar="MODE[,MODE]",
+        help=f"Variants to make: {', '.join(MODES)} (comma-separated or repeated)."),
+    calibration_size: int = typer.Option(
+        DEFAULT_CALIBRATION_SIZE, "--calibration-size",
+        help="Images for int8 calibration, drawn deterministically from the training split."),
+    calibration_dir: str | None = typer.Option(
+        None, "--calibration-dir", metavar="DIR",
+        help="Calibrate on images (e.g. deployment-camera frames) from this folder instead."),
+    max_drop: float = typer.Option(
+        DEFAULT_MAX_DROP, "--max-drop", metavar="PP",
+        help="Largest allowed loss vs Keras, in percentage points of accuracy and of F1."),
+    recover: bool = typer.Option(
+        True, "--recover/--no-recover",
+        help="If int8 fails the gate, try int8_selective (worst layers kept in float)."),
+    latency_runs: int = typer.Option(DEFAULT_LATENCY_RUNS, "--latency-runs",
+                                     help="Single-image invokes timed per variant."),
+    threads: int | None = typer.Option(None, "--threads", show_default="all cores",
+                                       help="Interpreter threads for evaluation and latency."),
+    backend: str = typer.Option(DEFAULT_BACKEND, "--backend", help="Conversion backend."),
+    seed: int = typer.Option(0, "--seed", help="Which training images are drawn for calibration."),
+) -> None:
+    """Convert a run to TFLite (fp32, fp16, dynamic, int8), check each against Keras, report."""
+    from pathlib import Path
+
+    from convert.options import ConvertOptions, parse_modes
+    from convert.pipeline import run_convert
+
+    options = ConvertOptions(
+        run=Path(run), modes=parse_modes(modes), calibration_size=calibration_size,
+        calibration_dir=Path(calibration_dir) if calibration_dir else None, max_drop=max_drop,
+        recover=recover, latency_runs=latency_runs, threads=threads, backend=backend, seed=seed)
+    code = run_convert(options)
+    if code:
+        raise typer.Exit(code)

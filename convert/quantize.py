@@ -1,0 +1,257 @@
+"""Conversion backends: Keras model -> .tflite bytes for one mode.
+
+The pipeline talks only to ``QuantizationBackend`` (``convert(mode, calibration) -> bytes`` plus
+a description of its settings), so another quantiser, e.g. LiteRT's separate ``ai-edge-quantizer``
+package working from the fp32 .tflite, can be added to ``BACKENDS`` without touching evaluation,
+the gate or the report. ``TFLiteConverterBackend`` is TensorFlow's own ``tf.lite.TFLiteConverter``.
+
+The uint8 input of full int8 should take raw camera pixels with scale 1 and zero point 0: the
+model's first layer does the x/127.5-1 scaling. TFLite does not let us set the input scale; it
+derives it from the smallest and largest input value seen while calibrating, scale =
+(max - min) / 255. So ``Calibration`` anchors the range: when the calibration images do not
+already contain a 0 and a 255, one pixel of the first image is set to 0 and another to 255 (two
+pixels out of all calibration pixels, values a camera produces anyway). The converted model's
+input parameters are then checked, not assumed (``input_is_raw_pixels``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+import sys
+import tempfile
+import warnings
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from edge.errors import UserError
+
+RAW_PIXEL_QUANTIZATION = (1.0, 0)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The representative data set for full-integer quantisation."""
+
+    images: np.ndarray  # (N, S, S, 3) uint8, as fed (after anchoring)
+    source: str
+    paths: list[str] = field(default_factory=list)
+    label_counts: dict | None = None
+    skipped: int = 0
+    observed_min: int = 0  # pixel range of the images as decoded, before anchoring
+    observed_max: int = 255
+    anchored: tuple[str, ...] = ()  # what was changed to guarantee the [0, 255] input range
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def dataset(self, limit: int | None = None) -> Callable[[], Iterator[list[np.ndarray]]]:
+        """A representative_dataset: one float32 (1, S, S, 3) raw-pixel batch per image."""
+        images = self.images if limit is None else self.images[:limit]
+
+        def generate() -> Iterator[list[np.ndarray]]:
+            for image in images:
+                yield [image[None].astype(np.float32)]
+
+        return generate
+
+    def to_dict(self) -> dict:
+        return {
+            "source": self.source,
+            "count": len(self),
+            "label_counts": self.label_counts,
+            "skipped_unreadable": self.skipped,
+            "observed_pixel_range": [self.observed_min, self.observed_max],
+            "anchored": list(self.anchored),
+        }
+
+
+def prepare_calibration(images: np.ndarray, source: str, paths: list[str] | None = None,
+                        label_counts: dict | None = None, skipped: int = 0) -> Calibration:
+    """Copy the images and, if needed, anchor the input range to exactly [0, 255]."""
+    if len(images) == 0:
+        raise UserError("no calibration images")
+    fed = np.array(images, dtype=np.uint8, copy=True)
+    low, high = int(fed.min()), int(fed.max())
+    anchored = []
+    size = fed.shape[1]
+    if low > 0:
+        fed[0, 0, 0, :] = 0
+        anchored.append(f"pixel (0, 0) of calibration image 0 set to 0 (images' minimum was {low})")
+    if high < 255:
+        fed[0, size - 1, size - 1, :] = 255
+        anchored.append(f"pixel ({size - 1}, {size - 1}) of calibration image 0 set to 255 "
+                        f"(images' maximum was {high})")
+    return Calibration(fed, source, list(paths or []), label_counts, skipped, low, high,
+                       tuple(anchored))
+
+
+def input_is_raw_pixels(info: dict) -> bool:
+    """True when a uint8 input takes raw 0..255 pixels unchanged (scale 1, zero point 0)."""
+    data = info.get("input") or {}
+    quantization = data.get("quantization") or {}
+    return (data.get("dtype") == "uint8"
+            and abs(float(quantization.get("scale", 0.0)) - RAW_PIXEL_QUANTIZATION[0]) < 1e-6
+            and int(quantization.get("zero_point", -1)) == RAW_PIXEL_QUANTIZATION[1])
+
+
+@contextlib.contextmanager
+def native_output_captured() -> Iterator[io.StringIO]:
+    """Send what TensorFlow's C++ code prints to stdout/stderr (calibration chatter such as
+    "fully_quantize: 0, inference_type: 6, ...") to a buffer instead of the terminal."""
+    captured = io.StringIO()
+    targets = (1, 2)  # the C++ code writes to the process's descriptors, whatever sys.stdout is
+    saved: list[int] = []
+    try:
+        for fd in targets:
+            saved.append(os.dup(fd))
+    except OSError:  # no standard descriptors (a daemon): nothing to redirect
+        for copy in saved:
+            os.close(copy)
+        saved = []
+    if not saved:
+        yield captured
+        return
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        try:
+            for fd in targets:
+                os.dup2(sink.fileno(), fd)
+            yield captured
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(Exception):
+                    stream.flush()
+            for fd, copy in zip(targets, saved):
+                os.dup2(copy, fd)
+                os.close(copy)
+            sink.seek(0)
+            captured.write(sink.read().decode(errors="replace"))
+
+
+class ConversionError(Exception):
+    """A backend could not produce a model for one mode (reported as a failed variant)."""
+
+
+class QuantizationBackend(ABC):
+    """Turns the run's Keras model into .tflite bytes, one mode at a time."""
+
+    name: str = "abstract"
+
+    @abstractmethod
+    def convert(self, mode: str, calibration: Calibration | None) -> bytes:
+        """The .tflite flatbuffer for ``mode`` (one of options.MODES)."""
+
+    @abstractmethod
+    def settings(self, mode: str) -> dict:
+        """The conversion settings of ``mode``, as recorded in the sidecar and the report."""
+
+    def describe(self) -> dict:
+        return {"name": self.name}
+
+    def close(self) -> None:
+        """Release temporary files."""
+
+
+class TFLiteConverterBackend(QuantizationBackend):
+    """TensorFlow's TFLiteConverter, from a SavedModel exported once from the Keras model."""
+
+    name = "tflite"
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self._workdir: Path | None = None
+        self._saved_model: Path | None = None
+
+    def describe(self) -> dict:
+        import tensorflow as tf
+
+        return {"name": self.name, "converter": "tf.lite.TFLiteConverter.from_saved_model",
+                "tensorflow": tf.__version__}
+
+    def saved_model(self) -> Path:
+        """Export the Keras model as a SavedModel once; every mode converts from it."""
+        if self._saved_model is None:
+            self._workdir = Path(tempfile.mkdtemp(prefix="crack-convert-"))
+            target = self._workdir / "saved_model"
+            with contextlib.redirect_stdout(io.StringIO()):
+                self.model.export(str(target), format="tf_saved_model", verbose=False)
+            self._saved_model = target
+        return self._saved_model
+
+    def new_converter(self):
+        import tensorflow as tf
+
+        return tf.lite.TFLiteConverter.from_saved_model(str(self.saved_model()))
+
+    def configure(self, converter, mode: str, calibration: Calibration | None):
+        import tensorflow as tf
+
+        if mode == "fp32":
+            return converter
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if mode == "fp16":
+            converter.target_spec.supported_types = [tf.float16]
+        elif mode == "dynamic":
+            pass  # no representative data: int8 weights, float activations
+        elif mode == "int8":
+            if calibration is None:
+                raise ConversionError("full int8 needs calibration images")
+            converter.representative_dataset = calibration.dataset()
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            converter.inference_input_type = tf.uint8
+            converter.inference_output_type = tf.uint8
+        else:
+            raise ConversionError(f"backend {self.name} has no mode {mode!r}")
+        return converter
+
+    def settings(self, mode: str) -> dict:
+        base = {"backend": self.name, "source": "Keras model -> SavedModel -> TFLiteConverter"}
+        extra = {
+            "fp32": {"optimizations": []},
+            "fp16": {"optimizations": ["DEFAULT"], "supported_types": ["float16"]},
+            "dynamic": {"optimizations": ["DEFAULT"], "representative_dataset": False},
+            "int8": {"optimizations": ["DEFAULT"], "representative_dataset": True,
+                     "supported_ops": ["TFLITE_BUILTINS_INT8"], "inference_input_type": "uint8",
+                     "inference_output_type": "uint8"},
+        }.get(mode, {})
+        return {**base, **extra}
+
+    def convert(self, mode: str, calibration: Calibration | None) -> bytes:
+        converter = self.configure(self.new_converter(), mode, calibration)
+        try:
+            with warnings.catch_warnings(), native_output_captured() as log:
+                warnings.simplefilter("ignore")
+                return bytes(converter.convert())
+        except Exception as exc:  # the converter raises many types; keep the first line
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            tail = " | ".join(line for line in log.getvalue().strip().splitlines()[-3:] if line)
+            raise ConversionError(f"{type(exc).__name__}: {first[:400]}"
+                                  + (f" (converter log: {tail[:400]})" if tail else "")) from exc
+
+    def close(self) -> None:
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
+            self._saved_model = None
+
+
+BACKENDS: dict[str, type[QuantizationBackend]] = {
+    "tflite": TFLiteConverterBackend,
+    # "ai-edge-quantizer": a backend that converts fp32 with TFLiteConverterBackend and then
+    # quantises the .tflite with ai_edge_quantizer recipes would be registered here.
+}
+
+
+def create_backend(name: str, model) -> QuantizationBackend:
+    if name not in BACKENDS:
+        raise UserError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
+    return BACKENDS[name](model)

@@ -1,0 +1,67 @@
+"""The metrics every report uses, against values computed by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge.metrics import (Confusion, best_f1_threshold, binary_report, confusion, pr_auc, roc_auc,
+                          roc_curve, threshold_for_recall)
+
+
+def test_f1_is_the_harmonic_mean_not_the_original_projects_figure():
+    # The original project printed F1 = 0.9655 beside precision 0.980 and recall 0.990 on 200
+    # images. Those counts: 99 of 100 cracks found, 2 false alarms -> P = 99/101, R = 0.99.
+    counts = Confusion(tp=99, fp=2, fn=1, tn=98)
+    assert counts.precision == pytest.approx(0.980, abs=5e-4)
+    assert counts.recall == pytest.approx(0.990)
+    assert counts.f1 == pytest.approx(2 * (99 / 101) * 0.99 / (99 / 101 + 0.99))
+    assert counts.f1 == pytest.approx(0.985, abs=5e-4)
+    assert abs(counts.f1 - 0.9655) > 0.01
+    assert counts.accuracy == pytest.approx(197 / 200)
+
+
+def test_report_at_a_threshold_by_hand():
+    labels = np.array([1, 1, 0, 0, 1])
+    probabilities = np.array([0.9, 0.4, 0.4, 0.1, 0.6])
+    report = binary_report(labels, probabilities, threshold=0.5)
+    # predicted 1,0,0,0,1 -> TP 2, FN 1, TN 2, FP 0
+    assert report["confusion_matrix"] == [[2, 0], [1, 2]]
+    assert report["accuracy"] == pytest.approx(0.8)
+    assert report["precision"] == 1.0
+    assert report["recall"] == pytest.approx(2 / 3)
+    assert report["f1"] == pytest.approx(0.8)
+    # positives (0.9, 0.4, 0.6) vs negatives (0.4, 0.1): 5 wins and 1 tie out of 6 pairs
+    assert report["roc_auc"] == pytest.approx(5.5 / 6)
+    # the threshold is inclusive: 0.4 counts as a crack at threshold 0.4
+    assert confusion(labels, probabilities, 0.4) == Confusion(tp=3, fp=1, fn=0, tn=1)
+
+
+def test_pr_auc_is_average_precision_by_hand():
+    labels = np.array([1, 0, 1, 0])
+    scores = np.array([0.9, 0.8, 0.7, 0.1])
+    # ranked: 1 (P=1, R=.5), 0, 1 (P=2/3, R=1) -> AP = 0.5*1 + 0.5*2/3
+    assert pr_auc(labels, scores) == pytest.approx(0.5 + 1 / 3)
+    assert roc_auc(labels, scores) == pytest.approx(0.75)
+    fpr, tpr, _ = roc_curve(labels, scores)
+    assert fpr.tolist() == [0.0, 0.0, 0.5, 0.5, 1.0]
+    assert tpr.tolist() == [0.0, 0.5, 0.5, 1.0, 1.0]
+
+
+def test_undefined_values_are_zero_or_none():
+    assert roc_auc([1, 1], [0.2, 0.3]) is None
+    assert pr_auc([0, 0], [0.2, 0.3]) is None
+    nothing = binary_report(np.array([0, 0]), np.array([0.1, 0.2]), 0.5)
+    assert nothing["f1"] == 0.0 and nothing["precision"] == 0.0 and nothing["accuracy"] == 1.0
+
+
+def test_threshold_choice_on_validation_scores():
+    labels = np.array([0, 0, 0, 1, 0, 1, 1, 1])
+    scores = np.array([0.05, 0.2, 0.3, 0.35, 0.6, 0.7, 0.8, 0.9])
+    # thresholds: 0.7 -> P 1, R .75, F1 .857; 0.35 -> P .8, R 1, F1 .889 (best); 0.6 -> .75/.75
+    assert best_f1_threshold(labels, scores) == pytest.approx(0.35)
+    assert threshold_for_recall(labels, scores, 0.5) == pytest.approx(0.8)
+    assert threshold_for_recall(labels, scores, 0.75) == pytest.approx(0.7)
+    assert threshold_for_recall(labels, scores, 1.0) == pytest.approx(0.35)
+    with pytest.raises(ValueError):
+        threshold_for_recall(labels, scores, 0.0)
