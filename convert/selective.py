@@ -20,7 +20,6 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
-import numpy as np
 
 from convert.quantize import Calibration, TFLiteConverterBackend, native_output_captured
 

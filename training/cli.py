@@ -150,6 +150,27 @@ def train_command(
         typer.echo(f"warning: {warning}", err=True)
 
 
+@app.command("predict")
+def predict_command(
+    paths: list[str] = typer.Argument(..., metavar="PATHS...",
+                                      help="Image files, folders (recursive), globs or @list.txt files."),
+    run: str = typer.Option(..., "--run", metavar="DIR", help="Training run (runs/NAME or runs/latest)."),
+    out: str = typer.Option("predictions.csv", "--out", metavar="CSV",
+                            help="Output CSV: path,probability,label,error."),
+    threshold: float | None = typer.Option(None, "--threshold", show_default="the run's threshold",
+                                           help="Probability at or above which an image is a crack."),
+) -> None:
+    """Score image files with the run's Keras model (the reference for the TFLite and edge models)."""
+    from pathlib import Path
+
+    from edge.file_inputs import expand_inputs
+    from training.predict import PredictOptions, run_predict
+
+    options = PredictOptions(run=Path(run), paths=tuple(paths), out=Path(out), threshold=threshold)
+    scored, failed = run_predict(options, expand_inputs)
+    typer.echo(f"scored {scored} image(s), {failed} unreadable; wrote {options.out}")
+
+
 # `crack convert`: options in convert/cli.py, TensorFlow imported only when it runs.
 from convert.cli import convert_command  # noqa: E402
 

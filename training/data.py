@@ -177,7 +177,7 @@ def scan(root: str | Path, positive: str | None = None, fractions: SplitFraction
         if not group:
             raise UserError(f"the {name} split is empty after skipping unreadable files")
         if name == "train" and len(labels) < 2:
-            raise UserError(f"the train split has only one class; training needs crack and "
+            raise UserError("the train split has only one class; training needs crack and "
                             "no-crack images")
     return ScanResult(splits=splits, class_folders=class_names, presplit=split_folders is not None,
                       skipped=skipped)

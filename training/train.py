@@ -22,10 +22,11 @@ import os
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+import warnings
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from edge.contract import ModelContract, write_json_atomic
+from edge.contract import write_json_atomic
 from edge.errors import UserError
 from training.data import ScanResult, SplitFractions, scan
 from training.run_layout import SPLITS, RunLayout, open_run, read_split, write_split
@@ -311,6 +312,7 @@ def fit_phase(phase: str, model, layout: RunLayout, datasets, *, epochs_before: 
                                               patience=max(1, patience // 2), min_lr=1e-7,
                                               verbose=1),
         ]
+    warnings.filterwarnings("ignore", message="`shuffle=True` was passed")  # tf.data shuffles
     model.fit(datasets["train"], validation_data=datasets["val"],
               epochs=epochs_before + epochs, initial_epoch=epochs_before,
               class_weight=class_weight, callbacks=callbacks, verbose=verbose)
@@ -363,7 +365,9 @@ def fit_phases(layout: RunLayout, options: TrainOptions, splits, stopper: StopOn
                       verbose=verbose)
             model.save_weights(layout.checkpoints / "head_done.weights.h5")
             update_state(layout, done=read_state(layout)["done"] + ["head"])
-        model.load_weights(layout.checkpoints / "head_done.weights.h5")
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+            model.load_weights(layout.checkpoints / "head_done.weights.h5")
 
     if plan.fine_tune_epochs > 0:
         if "fine_tune" in read_state(layout)["done"]:
@@ -382,7 +386,9 @@ def fit_phases(layout: RunLayout, options: TrainOptions, splits, stopper: StopOn
             update_state(layout, done=read_state(layout)["done"] + ["fine_tune"])
 
     if best.is_file():
-        model.load_weights(best)
+        with warnings.catch_warnings():  # the saved optimizer state is not needed any more
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+            model.load_weights(best)
         say(f"kept the epoch with the best validation loss "
             f"({read_state(layout).get('best_val_loss'):.4f})")
     return model, weights
@@ -438,9 +444,3 @@ def point_latest(layout: RunLayout) -> None:
     os.replace(temporary, latest)
 
 
-def contract_for(img_size: int, threshold: float, run: str) -> ModelContract:
-    return ModelContract(input_size=img_size, threshold=threshold, extra={"run": run})
-
-
-__all__ = ["TrainOptions", "TrainResult", "TrainingInterrupted", "train", "prepare_run",
-           "plan_for", "point_latest", "replace"]
