@@ -30,7 +30,7 @@ from edge.errors import UserError
 
 EXIT_OK = 0
 EXIT_GATE_FAILED = 1
-METRICS_IMPLEMENTATION = "convert.metrics (local numpy: training/metrics.py was not available)"
+METRICS_IMPLEMENTATION = "edge.metrics (the numpy metrics training and the edge runner report with)"
 
 
 def model_filename(mode: str) -> str:

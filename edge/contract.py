@@ -23,6 +23,24 @@ COLOUR_ORDER = "RGB"
 PIXEL_RANGE = (0, 255)
 RESIZE_METHOD = "squash-inter-area"
 LABELS = ("no_crack", "crack")  # index 0 = negative, index 1 = positive (what the sigmoid scores)
+# Class-folder names that mean crack / no crack, compared case-insensitively: training reads
+# labelled data with them and `crack-edge score --labels-from-folders` reads ground truth.
+POSITIVE_FOLDER_NAMES = ("positive", "crack", "cracks", "cracked", "1", "pos", "yes")
+NEGATIVE_FOLDER_NAMES = ("negative", "no_crack", "no-crack", "nocrack", "no crack", "non_crack",
+                         "noncrack", "uncracked", "0", "neg", "no")
+
+
+def folder_label(name: str, positive: str | None = None) -> int | None:
+    """1 for a crack folder name, 0 for a no-crack one, None when the name says neither.
+    With ``positive`` given, that name is the crack class and every other name is no-crack."""
+    folded = name.strip().lower()
+    if positive is not None:
+        return 1 if folded == positive.strip().lower() else 0
+    if folded in POSITIVE_FOLDER_NAMES:
+        return 1
+    if folded in NEGATIVE_FOLDER_NAMES:
+        return 0
+    return None
 
 
 @dataclass(frozen=True)

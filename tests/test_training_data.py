@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from edge.errors import UserError
-from training.data import SplitFractions, classify_folder_name, scan, source_of, split_items
+from edge.contract import folder_label
+from training.data import SplitFractions, scan, source_of, split_items
 
 
 def write_images(folder: Path, count: int, prefix: str = "img", size: int = 8) -> list[Path]:
@@ -29,7 +30,7 @@ def write_images(folder: Path, count: int, prefix: str = "img", size: int = 8) -
                                         ("No_Crack", 0), ("Cracked", 1), ("uncracked", 0),
                                         ("1", 1), ("0", 0), ("walls", None)])
 def test_class_folder_names_are_recognised_case_insensitively(name, label):
-    assert classify_folder_name(name) == label
+    assert folder_label(name) == label
 
 
 def test_one_pool_is_split_70_15_15_stratified_and_deterministically(tmp_path):

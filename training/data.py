@@ -3,8 +3,7 @@
 A data folder is either
   DIR/<class>/...                      one pool, split here (stratified, seeded, 70/15/15), or
   DIR/{train,val|valid,test}/<class>/  splits given by the folder layout (used as they are).
-Class folders are recognised by name, case-insensitively (``POSITIVE_NAMES`` and
-``NEGATIVE_NAMES``), or by ``--positive NAME`` when a data set uses other names. Images are found
+Class folders are recognised by name, case-insensitively (``edge.contract.folder_label``), or by ``--positive NAME`` when a data set uses other names. Images are found
 recursively inside a class folder; files without an image suffix are ignored, and image files
 that cannot be decoded are skipped and reported (``ScanResult.skipped``).
 """
@@ -19,12 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.contract import folder_label
 from edge.errors import ImageDecodeError, UserError
 from edge.preprocess import is_image_path, load_image
 
-POSITIVE_NAMES = ("positive", "crack", "cracks", "cracked", "1", "pos", "yes")
-NEGATIVE_NAMES = ("negative", "no_crack", "no-crack", "nocrack", "no crack", "non_crack",
-                  "noncrack", "uncracked", "0", "neg", "no")
 SPLIT_FOLDER_NAMES = {"train": ("train", "training"), "val": ("val", "valid", "validation"),
                       "test": ("test", "testing")}
 
@@ -56,18 +53,6 @@ class ScanResult:
                 for name, items in self.splits.items()}
 
 
-def classify_folder_name(name: str, positive: str | None = None) -> int | None:
-    """1 for a crack folder, 0 for a no-crack folder, None when the name says neither."""
-    folded = name.strip().lower()
-    if positive is not None:
-        return 1 if folded == positive.strip().lower() else 0
-    if folded in POSITIVE_NAMES:
-        return 1
-    if folded in NEGATIVE_NAMES:
-        return 0
-    return None
-
-
 def find_class_folders(root: Path, positive: str | None = None) -> dict[int, Path]:
     """The crack (1) and no-crack (0) folders directly under ``root``."""
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -85,7 +70,7 @@ def find_class_folders(root: Path, positive: str | None = None) -> dict[int, Pat
     found: dict[int, Path] = {}
     unknown = []
     for folder in folders:
-        label = classify_folder_name(folder.name, positive)
+        label = folder_label(folder.name, positive)
         if label is None:
             unknown.append(folder.name)
         elif label in found:

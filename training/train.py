@@ -308,8 +308,8 @@ def fit_phase(phase: str, model, layout: RunLayout, datasets, *, epochs_before: 
         callbacks += [
             keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience,
                                           restore_best_weights=False, verbose=1),
-            keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.3,
-                                              patience=max(1, patience // 2), min_lr=1e-7,
+            keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
+                                              patience=max(2, patience - 1), min_lr=1e-7,
                                               verbose=1),
         ]
     warnings.filterwarnings("ignore", message="`shuffle=True` was passed")  # tf.data shuffles

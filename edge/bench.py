@@ -1,0 +1,161 @@
+"""`crack-edge bench`: how fast this device runs a model, bare and through the whole pipeline.
+
+- bare invoke: one preprocessed image per invoke, nothing else (the ceiling);
+- files: `score`'s pipeline (decode ahead in threads, resize, invoke) on image files;
+- video: `stream`'s pipeline (capture thread, colour conversion, resize, invoke) on a video file.
+The pipeline rates are also given as a share of the bare invoke rate (target: at least 0.9).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge.classifier import CrackClassifier
+from edge.file_inputs import expand_inputs
+from edge.score import scored_rows
+from edge.tiling import TileGrid
+
+SYNTHETIC_SIZE = (480, 640)  # height, width of the generated photos and video frames
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    model: Path
+    images: tuple[str, ...] = ()    # image files/folders; default: generated JPEGs
+    video: Path | None = None       # default: a generated video
+    count: int = 60                 # images/frames per pipeline run
+    runs: int = 50                  # bare invokes timed
+    repeats: int = 3                # pipeline runs; the median is reported
+    threads: int | None = None
+    json_out: Path | None = None
+
+
+def synthetic_frames(count: int, seed: int = 0) -> list[np.ndarray]:
+    """Grey textured BGR frames, some with a dark line: realistic decode and resize cost."""
+    rng = np.random.default_rng(seed)
+    height, width = SYNTHETIC_SIZE
+    frames = []
+    for i in range(count):
+        frame = np.clip(rng.normal(128, 25, (height, width, 1)), 0, 255).astype(np.uint8).repeat(3, 2)
+        if i % 2:
+            cv2.line(frame, (0, int(rng.uniform(0, height))), (width, int(rng.uniform(0, height))),
+                     (30, 30, 30), 3)
+        frames.append(frame)
+    return frames
+
+
+def write_synthetic_images(folder: Path, count: int) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, frame in enumerate(synthetic_frames(count)):
+        path = folder / f"frame_{i:04d}.jpg"
+        cv2.imwrite(str(path), frame, [cv2.IMWRITE_JPEG_QUALITY, 90])
+        paths.append(path)
+    return paths
+
+
+def write_synthetic_video(path: Path, count: int, fps: float = 30.0) -> Path:
+    height, width = SYNTHETIC_SIZE
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
+    if not writer.isOpened():
+        raise RuntimeError(f"OpenCV cannot write {path}")
+    for frame in synthetic_frames(count, seed=1):
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def timing(milliseconds: list[float]) -> dict:
+    values = np.asarray(milliseconds)
+    median = float(np.median(values))
+    return {"median_ms": median, "p90_ms": float(np.percentile(values, 90)),
+            "fps": 1000.0 / median if median > 0 else 0.0, "samples": len(values)}
+
+
+def bare_invoke(classifier: CrackClassifier, runs: int) -> dict:
+    size = classifier.input_size
+    image = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    for _ in range(3):
+        classifier.predict_one(image)
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        classifier.predict_one(image)
+        times.append((time.perf_counter() - started) * 1000.0)
+    return timing(times)
+
+
+def files_pipeline(classifier: CrackClassifier, paths: list[Path], repeats: int) -> dict:
+    """Images per second through score's pipeline, one image per invoke like the bare figure."""
+    rates = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        count = sum(len(rows) for rows in scored_rows(classifier, paths, TileGrid(), batch_size=1))
+        rates.append(count / (time.perf_counter() - started))
+    rate = float(np.median(rates))
+    return {"fps": rate, "median_ms": 1000.0 / rate, "images": len(paths), "runs": rates}
+
+
+def video_pipeline(model: Path, video: Path, threads: int, repeats: int) -> dict:
+    from edge.stream import StreamOptions, run_stream
+
+    rates = []
+    for _ in range(repeats):
+        summary = run_stream(StreamOptions(model=model, source=str(video), threads=threads,
+                                           quiet=True))
+        rates.append(summary.frames / summary.seconds)
+    rate = float(np.median(rates))
+    return {"fps": rate, "median_ms": 1000.0 / rate, "runs": rates}
+
+
+def run_bench(options: BenchOptions, say=print) -> dict:
+    classifier = CrackClassifier(options.model, threads=options.threads)
+    say(f"model {options.model} ({classifier.input_size}x{classifier.input_size}, input "
+        f"{classifier.input_dtype.name}); interpreter {classifier.backend.describe()}, "
+        f"{classifier.threads} thread(s)")
+    result: dict = {"model": str(options.model), "interpreter": classifier.backend.describe(),
+                    "threads": classifier.threads, "input_size": classifier.input_size,
+                    "input_dtype": classifier.input_dtype.name}
+    result["bare_invoke"] = bare_invoke(classifier, options.runs)
+    with tempfile.TemporaryDirectory(prefix="crack-edge-bench-") as scratch:
+        scratch = Path(scratch)
+        if options.images:
+            paths = expand_inputs(options.images)[: options.count]
+            source = "given files"
+        else:
+            paths = write_synthetic_images(scratch / "images", options.count)
+            source = f"{options.count} generated {SYNTHETIC_SIZE[1]}x{SYNTHETIC_SIZE[0]} JPEGs"
+        result["files"] = {**files_pipeline(classifier, paths, options.repeats), "source": source}
+        video = options.video or write_synthetic_video(scratch / "video.avi", options.count)
+        result["video"] = {**video_pipeline(options.model, video, classifier.threads,
+                                            options.repeats),
+                           "source": str(options.video) if options.video else
+                           f"{options.count}-frame generated MJPG video"}
+    bare = result["bare_invoke"]["fps"]
+    for key in ("files", "video"):
+        result[key]["ratio_to_bare"] = result[key]["fps"] / bare if bare else 0.0
+    for line in report_lines(result):
+        say(line)
+    if options.json_out:
+        Path(options.json_out).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def report_lines(result: dict) -> list[str]:
+    bare = result["bare_invoke"]
+    lines = [f"{'':<22}{'median ms':>10}{'p90 ms':>9}{'fps':>8}{'x bare':>8}",
+             f"{'bare invoke':<22}{bare['median_ms']:>10.2f}{bare['p90_ms']:>9.2f}"
+             f"{bare['fps']:>8.1f}{1.0:>8.2f}"]
+    for key, name in (("files", "files (score)"), ("video", "video (stream)")):
+        part = result[key]
+        lines.append(f"{name:<22}{part['median_ms']:>10.2f}{'':>9}{part['fps']:>8.1f}"
+                     f"{part['ratio_to_bare']:>8.2f}")
+    lines.append("pipeline target: at least 0.90 of the bare invoke rate")
+    return lines
