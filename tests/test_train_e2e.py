@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -174,3 +175,22 @@ def test_sigterm_stops_cleanly_and_resume_finishes_the_run(tmp_path):
     assert epochs == [0, 1, 2, 3]
     assert (run / "model.keras").is_file() and (run / "metrics.json").is_file()
     assert "resuming" in log.read_text()
+
+
+@pytest.mark.slow
+def test_edge_fp32_agrees_with_keras_predict_within_1e_3(tiny_run, tmp_path):
+    """The same files through `crack predict` (Keras) and the edge runner (fp32 .tflite)."""
+    from edge.score import probabilities_for
+
+    assert crack(["convert", "--run", str(tiny_run), "--modes", "fp32", "--latency-runs", "2",
+                  "--max-drop", "100"]) == 0
+    with (tiny_run / "splits" / "test.csv").open() as handle:
+        paths = [Path(row["path"]) for row in csv.DictReader(handle)]
+    out = tmp_path / "keras.csv"
+    assert crack(["predict", "--run", str(tiny_run), "--out", str(out), *map(str, paths)]) == 0
+    with out.open() as handle:
+        keras_rows = {row["path"]: float(row["probability"]) for row in csv.DictReader(handle)}
+    edge_probabilities = probabilities_for(tiny_run / "tflite" / "model_fp32.tflite", paths)
+    differences = [abs(keras_rows[str(p)] - e) for p, e in zip(paths, edge_probabilities)]
+    assert len(differences) == len(paths) > 0
+    assert max(differences) < 1e-3

@@ -92,7 +92,7 @@ def train_command(
     epochs: int = typer.Option(10, "--epochs", help="Fine-tuning epochs (phase 2; early stopping may end sooner)."),
     head_epochs: int | None = typer.Option(None, "--head-epochs", show_default="3 pretrained, 0 from scratch",
                                            help="Phase 1 epochs: the head alone, base frozen."),
-    batch_size: int = typer.Option(32, "--batch-size", help="Images per step (per replica)."),
+    batch_size: int = typer.Option(16, "--batch-size", help="Images per step (per replica)."),
     learning_rate: float = typer.Option(1e-3, "--learning-rate",
                                         help="Phase 1 rate, and phase 2 rate from scratch."),
     fine_tune_learning_rate: float | None = typer.Option(

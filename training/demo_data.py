@@ -10,7 +10,7 @@ a prefix of a larger one.
 It is meant to be hard in the right way. Both classes share the same surfaces (concrete, asphalt,
 smooth plaster), the same lighting and the same distractors, drawn equally often: straight joints
 and saw-cuts, step edges, shadows, paint lines, stains, dark blobs and pores. Cracks are thin
-irregular dark polylines (a random walk with a drift, tapering 1-4 px width, branches, sometimes
+irregular dark polylines (a random walk with a drift, tapering 1.5-5 px width, branches, sometimes
 faint) drawn anti-aliased and multiplied into the texture. Last, every image's global brightness
 mean and standard deviation are set to targets drawn from one distribution for both classes, so
 that brightness and contrast say nothing about the label: a model has to find the crack's shape.
@@ -356,7 +356,7 @@ def _draw_cracks(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.nd
     n_cracks = 1 + int(rng.random() < 0.15)
     for _ in range(n_cracks):
         pts, taper_start, taper_end = _crack_path(rng, size)
-        w_max = 1.0 + 3.0 * rng.random() ** 1.5
+        w_max = 1.5 + 3.5 * rng.random() ** 1.5
         widths = _width_profile(rng, len(pts) - 1, w_max, taper_start, taper_end)
         canvas = _Canvas(size)
         canvas.polyline(pts, widths)
@@ -371,10 +371,10 @@ def _draw_cracks(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.nd
                                 False, True)
             canvas.polyline(branch, bw)
         cov = canvas.coverage()
-        faint = rng.random() < 0.2
+        faint = rng.random() < 0.1
         depth = rng.uniform(0.35, 0.5) if faint else rng.uniform(0.45, 0.8)
         # thin cracks still read as dark: less coverage, deeper shadow
-        depth = min(0.9, depth * (1.0 + 0.25 * (4.0 - w_max) / 3.0))
+        depth = min(0.9, depth * (1.0 + 0.25 * (5.0 - w_max) / 3.5))
         canvas_cov = np.maximum(canvas_cov, cov)
         depth_map = np.maximum(depth_map, depth * cov)
     return canvas_cov, depth_map
@@ -521,7 +521,7 @@ Each image is a procedural surface (concrete, asphalt or smooth plaster: grain a
 several scales, pores, stains), lit with a gradient, vignetting and sometimes a cast shadow, with
 distractors drawn equally often in both classes: straight joints and saw-cuts, step edges, worn
 paint lines, dark blobs. Images in crack/ also have one or two cracks: irregular dark polylines
-from a random walk with a drift, 1-4 px wide and tapering, sometimes branched or faint, drawn
+from a random walk with a drift, 1.5-5 px wide and tapering, sometimes branched or faint, drawn
 anti-aliased and multiplied into the texture. Finally each image's brightness mean and standard
 deviation are set to random targets drawn from the same distribution for both classes, so
 brightness and contrast carry no information about the label.

@@ -45,7 +45,7 @@ class TrainOptions:
     img_size: int = 224
     epochs: int = 10                       # fine-tuning epochs (phase 2)
     head_epochs: int | None = None         # phase 1; None: 3 with pretrained weights, 0 from scratch
-    batch_size: int = 32
+    batch_size: int = 16
     learning_rate: float = 1e-3            # phase 1, and phase 2 when training from scratch
     fine_tune_learning_rate: float | None = None  # None: learning_rate / 100 when pretrained
     fine_tune_at: str | None = None        # None: conv5 when pretrained, the whole base from scratch

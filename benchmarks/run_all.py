@@ -1,0 +1,43 @@
+"""`make bench`: every benchmark in turn, then the README's Performance table from their results.
+
+    python -m benchmarks.run_all [--skip-real-data]
+
+Each script also runs on its own (python -m benchmarks.<name>) and writes
+benchmarks/results/<name>.json. Real-data training takes most of the time (about an hour on 2
+cores); --skip-real-data leaves those results as they are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+STEPS = [
+    ("conversion: size and latency per variant", ["benchmarks.bench_convert"]),
+    ("edge throughput: bare invoke, score, stream, Keras", ["benchmarks.edge_throughput"]),
+    ("scaling: 100 / 1,000 / 5,000 images", ["benchmarks.scaling"]),
+    ("training input pipeline vs model", ["benchmarks.input_pipeline"]),
+    ("real data: surface_crack and crackforest", ["benchmarks.real_data"]),
+]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--skip-real-data", action="store_true")
+    args = parser.parse_args(argv)
+    failed = []
+    for title, module in STEPS:
+        if args.skip_real_data and module[0] == "benchmarks.real_data":
+            continue
+        print(f"\n=== {title} ===", flush=True)
+        if subprocess.run([sys.executable, "-m", *module]).returncode:
+            failed.append(module[0])
+    subprocess.run([sys.executable, "-m", "benchmarks.summary"])
+    if failed:
+        print(f"failed: {', '.join(failed)}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
