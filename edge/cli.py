@@ -98,6 +98,12 @@ def bench_command(
                            json_out=Path(json_out) if json_out else None))
 
 
+# `stream`: options in edge/stream.py (OpenCV and the interpreter load only when it runs).
+from edge.stream import stream_command  # noqa: E402
+
+app.command("stream")(stream_command)
+
+
 def main() -> None:
     try:
         app()

@@ -180,3 +180,16 @@ def test_missing_inputs_are_one_line_errors(edge_models, tmp_path):
     assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == f"error: no such file or folder: {tmp_path / 'nowhere'}"
     result = edge("score", "--model", tmp_path / "missing.tflite", tmp_path, "--out", tmp_path / "r.csv")
     assert result.returncode == 2 and "model not found" in result.stderr
+
+
+def test_bench_prints_and_writes_its_figures(edge_models, tmp_path):
+    out = tmp_path / "bench.json"
+    result = edge("bench", "--model", edge_models["int8"], "--count", "6", "--runs", "5",
+                  "--repeats", "1", "--json", out)
+    assert result.returncode == 0, result.stderr
+    assert "interpreter ai_edge_litert" in result.stdout and "bare invoke" in result.stdout
+    figures = json.loads(out.read_text())
+    assert figures["threads"] >= 1 and figures["input_dtype"] == "uint8"
+    for part in ("files", "video"):
+        assert figures[part]["fps"] > 0 and figures[part]["ratio_to_bare"] > 0
+    assert figures["bare_invoke"]["p90_ms"] >= figures["bare_invoke"]["median_ms"] > 0
