@@ -50,10 +50,11 @@ def real_data_lines(result: dict) -> list[str]:
 
 def section() -> str:
     lines = ["## Performance", "",
-             "Measured by `make bench` (scripts in `benchmarks/`, results in `benchmarks/results/`)."]
+             "Measured by `make bench` (scripts in `benchmarks/`, results in `benchmarks/results/`); "
+             "figures of this session were taken while other jobs shared the 2 cores.", ""]
     edge = load("edge_throughput")
     if edge:
-        lines += ["", f"Machine: {describe_machine(edge['machine'])}.", "",
+        lines += [f"Machine: {describe_machine(edge['machine'])}.", "",
                   f"Edge throughput, ResNet50V2 at {edge['size']}x{edge['size']} (random weights; "
                   "speed does not depend on them), frames per second:", "",
                   "| variant | invoke ms (median) | bare invoke | `score` on photos | `stream` on video | score / bare |",
