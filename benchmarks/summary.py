@@ -8,7 +8,6 @@ Only figures that some benchmark measured are shown; a missing result is said to
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from benchmarks.machine import PROJECT, RESULTS_DIR, describe_machine
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
 import socket
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import pytest
 from conftest import PROJECT
 from edge.capture import Capture, Frame, LatestFrameSlot
 from edge.errors import UserError
-from edge.sources import (RTSP_LOW_DELAY, RTSP_OPTIONS_ENV, Backoff, FrameSource, SourceSpec,
+from edge.sources import (Backoff, FrameSource, SourceSpec,
                           SourceUnavailable, open_source, opencv_has_gstreamer, parse_source)
 from edge_models import crack_frame, grey_frame, line_model_path, write_video
 
@@ -210,17 +209,33 @@ def closed_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_rtsp_gets_tcp_low_delay_options_unless_the_user_set_them(monkeypatch):
-    url = f"rtsp://127.0.0.1:{closed_port()}/live"
-    monkeypatch.delenv(RTSP_OPTIONS_ENV, raising=False)
-    with pytest.raises(SourceUnavailable):
-        open_source(url)  # nothing listens there: a live source that is down
-    assert os.environ[RTSP_OPTIONS_ENV] == RTSP_LOW_DELAY
+def test_rtsp_gets_tcp_low_delay_options_unless_the_user_set_them():
+    # In a child process: OpenCV keeps the FFmpeg capture options it has read for the rest of the
+    # process, so opening RTSP here would give later file captures in this process RTSP flags.
+    import subprocess
+    import sys
+    import textwrap
 
-    monkeypatch.setenv(RTSP_OPTIONS_ENV, "rtsp_transport;udp")
-    with pytest.raises(SourceUnavailable):
-        open_source(url)
-    assert os.environ[RTSP_OPTIONS_ENV] == "rtsp_transport;udp"
+    script = textwrap.dedent(f"""
+        import os
+        from edge.sources import RTSP_LOW_DELAY, RTSP_OPTIONS_ENV, SourceUnavailable, open_source
+        url = "rtsp://127.0.0.1:{closed_port()}/live"
+        os.environ.pop(RTSP_OPTIONS_ENV, None)
+        try:
+            open_source(url)  # nothing listens there: a live source that is down
+        except SourceUnavailable:
+            pass
+        assert os.environ[RTSP_OPTIONS_ENV] == RTSP_LOW_DELAY
+        os.environ[RTSP_OPTIONS_ENV] = "rtsp_transport;udp"
+        try:
+            open_source(url)
+        except SourceUnavailable:
+            pass
+        assert os.environ[RTSP_OPTIONS_ENV] == "rtsp_transport;udp"
+        print("ok")
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
 
 
 # --- retry, slot, capture thread ---------------------------------------------------------------
