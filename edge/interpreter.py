@@ -15,10 +15,13 @@ from dataclasses import dataclass, field
 from edge.errors import UserError
 
 PACKAGES = ("ai_edge_litert", "tflite_runtime", "tensorflow")
+# package -> (module to import, attribute path of the Interpreter class in it). TensorFlow's
+# ``tf.lite`` is an API alias: importing the module ``tensorflow.lite`` gives the source package
+# instead, which has no ``Interpreter``, so it is reached as an attribute of ``tensorflow``.
 _MODULES = {
-    "ai_edge_litert": "ai_edge_litert.interpreter",
-    "tflite_runtime": "tflite_runtime.interpreter",
-    "tensorflow": "tensorflow.lite",
+    "ai_edge_litert": ("ai_edge_litert.interpreter", "Interpreter"),
+    "tflite_runtime": ("tflite_runtime.interpreter", "Interpreter"),
+    "tensorflow": ("tensorflow", "lite.Interpreter"),
 }
 ENV_VAR = "CRACK_EDGE_INTERPRETER"
 
@@ -47,8 +50,10 @@ def find_interpreter(order: tuple[str, ...] | None = None) -> InterpreterBackend
         if package not in _MODULES:
             raise UserError(f"unknown interpreter package {package!r}; choose from {', '.join(PACKAGES)}")
         try:
-            module = importlib.import_module(_MODULES[package])
-            interpreter_class = module.Interpreter
+            module_name, attribute = _MODULES[package]
+            interpreter_class = importlib.import_module(module_name)
+            for name in attribute.split("."):
+                interpreter_class = getattr(interpreter_class, name)
         except Exception as exc:  # ImportError, or e.g. a numpy ABI error raised while importing
             failures[package] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".strip()
             continue

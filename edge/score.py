@@ -112,6 +112,8 @@ def decode_ahead(paths: Iterable[Path], decode: Callable[[Path], np.ndarray], wo
                 yield path, None, str(exc)
             except OSError as exc:
                 yield path, None, f"cannot read file: {exc}"
+            except Exception as exc:  # e.g. a cv2.error from a decoder: this file fails, not the run
+                yield path, None, f"cannot decode: {type(exc).__name__}: {exc}".splitlines()[0]
 
 
 def scored_rows(classifier: CrackClassifier, paths: list[Path], grid: TileGrid,

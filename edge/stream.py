@@ -17,7 +17,7 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -158,9 +158,11 @@ def save_snapshot(directory: Path, event_id: int, frame_index: int, image) -> Pa
     return path
 
 
-def run_stream(options: StreamOptions, stop: threading.Event | None = None) -> StreamSummary:
+def run_stream(options: StreamOptions, stop: threading.Event | None = None,
+               on_frame: Callable[[int, float], None] | None = None) -> StreamSummary:
     """Run until the source ends, a bound is reached, or ``stop`` is set (SIGINT/SIGTERM set it
-    too when called on the main thread). Returns what happened; never raises for a lost stream."""
+    too when called on the main thread). Returns what happened; never raises for a lost stream.
+    ``on_frame(frame_index, probability)`` is called after each scored frame (bench times it)."""
     import cv2
 
     from edge.capture import Capture
@@ -223,6 +225,8 @@ def run_stream(options: StreamOptions, stop: threading.Event | None = None) -> S
                                    datetime.fromtimestamp(frame.time, timezone.utc))
                 change = debouncer.update(last)
                 summary.frames += 1
+                if on_frame is not None:
+                    on_frame(frame.index, score.probability)
                 done_times.append(time.monotonic())
                 fps = ((len(done_times) - 1) / (done_times[-1] - done_times[0])
                        if len(done_times) > 1 and done_times[-1] > done_times[0] else None)
@@ -318,8 +322,9 @@ def stream_command(
                                         help="...up to this wait."),
     verbose: bool = typer.Option(False, "--verbose", help="Log every frame's probability."),
 ) -> None:
-    """Watch a camera or stream: debounced crack events to JSONL, snapshots, reconnects when the
-    source drops. Stops cleanly on Ctrl-C / SIGTERM."""
+    """Watch a camera or stream: debounced crack events to JSONL, snapshots, reconnects.
+
+    Stops cleanly on Ctrl-C / SIGTERM, closing and writing an open event."""
     setup_logging(verbose)
     options = StreamOptions(
         model=Path(model), source=source, threads=threads, threshold=threshold, tiles=tiles,

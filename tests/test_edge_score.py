@@ -193,3 +193,8 @@ def test_bench_prints_and_writes_its_figures(edge_models, tmp_path):
     for part in ("files", "video"):
         assert figures[part]["fps"] > 0 and figures[part]["ratio_to_bare"] > 0
     assert figures["bare_invoke"]["p90_ms"] >= figures["bare_invoke"]["median_ms"] > 0
+    assert figures["files"]["p90_ms"] > 0 and figures["video"]["p90_ms"] > 0
+    assert figures["decode"]["samples"] == 6 and 0 < figures["files"]["ceiling_ratio"] <= 1
+    assert f"{figures['threads']} thread(s)" in result.stdout
+    assert "files (score)" in result.stdout and "video (stream)" in result.stdout
+    assert "decode+resize, 1 file" in result.stdout
