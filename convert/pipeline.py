@@ -55,8 +55,6 @@ def publish(directory: Path, mode: str, content: bytes, sidecar: dict) -> Path:
     path = directory / model_filename(mode)
     write_bytes_atomic(path, content)
     write_json_atomic(sidecar_path(path), _jsonable(sidecar))
-    for written in (path, sidecar_path(path)):  # mkstemp creates 0600; these get copied to devices
-        os.chmod(written, 0o644)
     return path
 
 

@@ -5,7 +5,6 @@ variant), all in ``runs/NAME/tflite/``, each written to a temporary file and ren
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 from edge.contract import write_bytes_atomic, write_json_atomic
@@ -158,6 +157,4 @@ def write_reports(directory: Path, report: dict) -> dict[str, Path]:
     write_bytes_atomic(paths["png"], chart_png(report))
     write_bytes_atomic(paths["md"], markdown(report).encode())
     write_json_atomic(paths["json"], report)  # last: its presence means the others are current
-    for path in paths.values():
-        os.chmod(path, 0o644)  # mkstemp creates 0600
     return paths

@@ -110,6 +110,10 @@ class ModelContract:
         return cls.from_dict(data)
 
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read once at import: os.umask can only be read by setting it
+
+
 def write_json_atomic(path: str | Path, data: dict) -> None:
     """Write JSON to a temporary file beside ``path`` and rename it into place."""
     write_bytes_atomic(path, (json.dumps(data, indent=2, sort_keys=False) + "\n").encode())
@@ -121,6 +125,7 @@ def write_bytes_atomic(path: str | Path, payload: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; results get copied and shared
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
             handle.flush()

@@ -103,3 +103,17 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatc
         write_bytes_atomic(target, b"new content")
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["model.bin"]  # no temporary left behind
+
+
+def test_atomic_writes_get_normal_permissions_not_mkstemps_0600(tmp_path):
+    """Models, sidecars and reports are copied to devices and shared: they follow the umask like
+    any file the user writes (0644 under the usual 022), not the private 0600 of mkstemp."""
+    import os
+    import stat
+
+    from edge.contract import _UMASK, write_json_atomic
+
+    write_json_atomic(tmp_path / "metrics.json", {"accuracy": 1.0})
+    write_bytes_atomic(tmp_path / "model.tflite", b"model")
+    for name in ("metrics.json", "model.tflite"):
+        assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == 0o666 & ~_UMASK
