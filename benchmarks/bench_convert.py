@@ -4,7 +4,8 @@
     python -m benchmarks.bench_convert --run runs/NAME # a trained run (its size, its training images)
 
 Converts to every mode with the same backend `crack convert` uses, then times single-image
-invokes through edge.classifier.CrackClassifier (the device's code path) with all cores. Prints
+invokes through edge.classifier.CrackClassifier (the device's code path) with all cores, the
+variants taking turns so that noise on a shared machine does not favour one of them. Prints
 each variant's size and latency as a ratio of fp32 and writes benchmarks/results/convert.json.
 Targets: full int8 at most 27% of the fp32 size and at least 3x faster. Weights do not change
 the speed of these dense kernels, so random weights measure the architecture fairly; accuracy is
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -26,41 +26,54 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
+from benchmarks.machine import cpu_mark, describe_machine, machine_info  # noqa: E402
 from convert.options import MODES  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "convert.json"
 TARGET_INT8_SIZE_RATIO = 0.27
 TARGET_INT8_SPEEDUP = 3.0
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith(("model name", "hardware", "cpu model")):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+WARMUP_INVOKES = 3
 
 
 def builtin_kernels_backend(interpreter):
     """The same interpreter package without its default delegate (XNNPACK): TFLite's own
     kernels, for comparison. None if the package cannot do that."""
     import functools
-    import importlib
 
-    module_name = {"ai_edge_litert": "ai_edge_litert.interpreter", "tensorflow": "tensorflow.lite"}.get(interpreter.package)
-    if module_name is None:
-        return None
     from edge.interpreter import InterpreterBackend
 
-    module = importlib.import_module(module_name)
-    resolver = getattr(module, "OpResolverType", None) or getattr(getattr(module, "experimental", None), "OpResolverType", None)
+    # OpResolverType sits beside the Interpreter class in every package (tf.lite's too)
+    module = sys.modules[interpreter.interpreter_class.__module__]
+    resolver = getattr(module, "OpResolverType", None)
     if resolver is None:
         return None
     factory = functools.partial(interpreter.interpreter_class,
                                 experimental_op_resolver_type=resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     return InterpreterBackend(interpreter.package, interpreter.version, factory)
+
+
+def interleaved_latency(paths: dict[str, Path], images: np.ndarray, runs: int, threads: int,
+                        backend=None, rounds: int = 5) -> dict[str, dict]:
+    """Single-image latency (median, p90) of each model, preprocessed image in, probability out,
+    through the device's CrackClassifier. The models take turns, a few invokes each per round, so
+    a slow spell on a shared machine lands on every variant alike rather than on one of them."""
+    from edge.classifier import CrackClassifier
+
+    classifiers = {mode: CrackClassifier(path, threads=threads, backend=backend) for mode, path in paths.items()}
+    for classifier in classifiers.values():
+        for image in images[:WARMUP_INVOKES]:
+            classifier.predict_one(image)
+    times: dict[str, list[float]] = {mode: [] for mode in paths}
+    per_round = max(1, -(-runs // rounds))
+    for round_index in range(rounds):
+        for mode, classifier in classifiers.items():
+            for i in range(per_round):
+                image = images[(round_index * per_round + i) % len(images)]
+                started = time.perf_counter()
+                classifier.predict_one(image)
+                times[mode].append((time.perf_counter() - started) * 1000.0)
+    return {mode: {"median_ms": float(np.median(t)), "p90_ms": float(np.percentile(t, 90)), "runs": len(t)}
+            for mode, t in times.items()}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -96,7 +109,6 @@ def load_subject(args):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from convert.evaluate import measure_latency
     from convert.inspect_model import inspect_tflite
     from convert.options import parse_modes
     from convert.quantize import TFLiteConverterBackend, prepare_calibration
@@ -109,8 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     threads = args.threads or default_thread_count()
     interpreter = find_interpreter()
     builtin = None if args.no_builtin_comparison else builtin_kernels_backend(interpreter)
-    print(f"CPU: {cpu_model()} ({os.cpu_count()} cores); interpreter {interpreter.package} "
-          f"{interpreter.version}, {threads} thread(s); {args.runs} timed invokes per variant", flush=True)
+    mark = cpu_mark()
+    print(f"machine: {describe_machine(machine_info(threads), load=False)}; {args.runs} timed invokes per variant", flush=True)
     started = time.perf_counter()
     model, images, subject = load_subject(args)
     print(f"subject: {subject}, {model.count_params():,} parameters", flush=True)
@@ -119,25 +131,29 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     try:
         with tempfile.TemporaryDirectory(prefix="bench-convert-") as scratch:
+            paths = {}
             for mode in modes:
                 t0 = time.perf_counter()
                 content = backend.convert(mode, calibration if mode == "int8" else None)
-                convert_seconds = time.perf_counter() - t0
-                path = Path(scratch) / f"model_{mode}.tflite"
-                path.write_bytes(content)
-                latency = measure_latency(path, images, args.runs, threads)
-                plain = measure_latency(path, images, max(5, args.runs // 3), threads, builtin) if builtin else None
+                paths[mode] = Path(scratch) / f"model_{mode}.tflite"
+                paths[mode].write_bytes(content)
                 info = inspect_tflite(content)
-                rows.append({"mode": mode, "size_bytes": len(content), "convert_seconds": round(convert_seconds, 1),
-                             "median_ms": latency["median_ms"], "p90_ms": latency["p90_ms"],
-                             "builtin_kernels_median_ms": plain["median_ms"] if plain else None,
+                rows.append({"mode": mode, "size_bytes": len(content),
+                             "convert_seconds": round(time.perf_counter() - t0, 1),
                              "input_dtype": info["input"]["dtype"],
                              "input_quantization": info["input"]["quantization"],
                              "integer_only": info["integer_only"]})
-                print(f"  {mode:8s} {len(content) / 1e6:8.2f} MB  median {latency['median_ms']:8.2f} ms  "
-                      f"p90 {latency['p90_ms']:8.2f} ms"
-                      + (f"  without XNNPACK {plain['median_ms']:8.2f} ms" if plain else "")
-                      + f"  (converted in {convert_seconds:.0f} s)", flush=True)
+                print(f"  converted {mode:8s} {len(content) / 1e6:8.2f} MB in "
+                      f"{rows[-1]['convert_seconds']:.0f} s", flush=True)
+            latency = interleaved_latency(paths, images, args.runs, threads)
+            plain = interleaved_latency(paths, images, max(5, args.runs // 3), threads, builtin) if builtin else {}
+            for row in rows:
+                mode = row["mode"]
+                row.update(median_ms=latency[mode]["median_ms"], p90_ms=latency[mode]["p90_ms"],
+                           builtin_kernels_median_ms=plain[mode]["median_ms"] if plain else None)
+                print(f"  {mode:8s} median {row['median_ms']:8.2f} ms  p90 {row['p90_ms']:8.2f} ms"
+                      + (f"  without XNNPACK {plain[mode]['median_ms']:8.2f} ms" if plain else ""),
+                      flush=True)
     finally:
         backend.close()
     fp32 = next(r for r in rows if r["mode"] == "fp32")
@@ -170,11 +186,10 @@ def main(argv: list[str] | None = None) -> int:
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "subject": subject,
         "parameters": int(model.count_params()),
-        "cpu": cpu_model(), "cores": os.cpu_count(), "machine": platform.machine(),
-        "interpreter": {"package": interpreter.package, "version": interpreter.version,
-                        "delegate": "default (XNNPACK on CPU); builtin_kernels_* without it"},
-        "threads": threads, "timed_runs": args.runs, "calibration_images": len(calibration),
-        "tensorflow": tf.__version__, "python": platform.python_version(),
+        "machine": machine_info(threads, since=mark),
+        "delegate": "default (XNNPACK on CPU); builtin_kernels_* without it",
+        "timed_runs": args.runs, "calibration_images": len(calibration),
+        "tensorflow": tf.__version__,
         "variants": rows, "targets": targets,
         "seconds": round(time.perf_counter() - started, 1),
     }

@@ -16,7 +16,13 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from benchmarks.machine import RESULTS_DIR, SHARED_DATA, machine_info, print_table  # noqa: E402
+from benchmarks.machine import (  # noqa: E402
+    RESULTS_DIR,
+    SHARED_DATA,
+    cpu_mark,
+    machine_info,
+    print_table,
+)
 
 
 def training_images(limit: int) -> list[tuple[str, int]]:
@@ -71,11 +77,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=8, help="training steps timed")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "input_pipeline.json")
     args = parser.parse_args(argv)
+    mark = cpu_mark()
     items = training_images(args.images)
     rates = pipeline_rate(items, args.img_size, args.batch_size)
     consumed = model_rate(args.img_size, args.batch_size, args.steps)
     result = {
-        "machine": machine_info(),
+        "machine": machine_info(since=mark),
         "img_size": args.img_size, "batch_size": args.batch_size, "images": len(items),
         "pipeline_first_pass_img_per_s": rates[0],
         "pipeline_cached_img_per_s": sorted(rates[1:])[len(rates[1:]) // 2],

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import platform
 import statistics
+import time
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -24,25 +25,91 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def machine_info(threads: int | None = None) -> dict:
-    """CPU, cores, Python and the TFLite interpreter package a figure was measured with."""
+# CPU features that give int8 matrix kernels their edge over float: x86 VNNI, Arm dot product and
+# int8 matrix multiply (Pi 5's Cortex-A76 has asimddp; Pi 4's Cortex-A72 has none of these).
+INT8_DOT_PRODUCT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
+
+
+def cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    flags: set[str] = set()
+    for line in text.splitlines():
+        if line.lower().startswith(("flags", "features")):
+            flags.update(line.split(":", 1)[1].split())
+    return flags
+
+
+def cpu_times() -> tuple[float, float] | None:
+    """(seconds all CPUs have been busy since boot, seconds this process and its finished children
+    have used), or None where /proc/stat is missing."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+    busy = (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    mine = os.times()
+    return busy, mine.user + mine.system + mine.children_user + mine.children_system
+
+
+def cpu_mark() -> tuple:
+    """A point to measure other processes' CPU use from (see other_processes_cores)."""
+    return cpu_times(), time.monotonic()
+
+
+STARTED = cpu_mark()  # a benchmark imports this module as it starts
+
+
+def other_processes_cores(since: tuple) -> float | None:
+    """How many cores other processes kept busy, on average, from the mark ``since`` until now.
+    0.0 means the machine was the benchmark's alone; on 2 cores, 1.0 means half of it went
+    elsewhere and the timings are pessimistic."""
+    start, started_at = since
+    now = cpu_times()
+    elapsed = time.monotonic() - started_at
+    if start is None or now is None or elapsed <= 0:
+        return None
+    other = (now[0] - start[0]) - (now[1] - start[1])
+    return round(max(other, 0.0) / elapsed, 2)
+
+
+def machine_info(threads: int | None = None, since: tuple | None = None) -> dict:
+    """CPU, cores, Python and the TFLite interpreter package a figure was measured with; given a
+    mark ``since`` (e.g. STARTED), also how busy other processes kept the CPU from it until now,
+    so call it with one when the measurement is over."""
     from edge.interpreter import default_thread_count, find_interpreter
 
     backend = find_interpreter()
-    return {
+    info = {
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "machine": platform.machine(),
         "python": platform.python_version(),
         "interpreter": {"package": backend.package, "version": backend.version},
         "threads": threads or default_thread_count(),
+        "int8_dot_product": sorted(cpu_flags() & set(INT8_DOT_PRODUCT_FLAGS)),
     }
+    if since is not None:
+        info["other_processes_cores"] = other_processes_cores(since)
+    return info
 
 
-def describe_machine(info: dict) -> str:
-    return (f"{info['cpu']}, {info['cores']} cores, {info['machine']}, Python {info['python']}, "
+def describe_machine(info: dict, load: bool = True) -> str:
+    """One line naming the machine; with load, also how busy other processes kept it."""
+    text = (f"{info['cpu']}, {info['cores']} cores, {info['machine']}, Python {info['python']}, "
             f"{info['interpreter']['package']} {info['interpreter']['version']}, "
             f"{info['threads']} thread(s)")
+    if "int8_dot_product" in info:
+        text += f", int8 dot-product instructions: {', '.join(info['int8_dot_product']) or 'none'}"
+    if not load:
+        return text
+    other = info.get("other_processes_cores")
+    text += (f", other processes used {other:.2f} cores meanwhile" if other is not None
+             else ", other processes' load not recorded")
+    return text
 
 
 def median_of(values: list[float]) -> float:

@@ -19,7 +19,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from benchmarks.machine import RESULTS_DIR, SHARED_DATA, WORK_DIR, machine_info, print_table
+from benchmarks.machine import (
+    RESULTS_DIR,
+    SHARED_DATA,
+    WORK_DIR,
+    cpu_mark,
+    machine_info,
+    print_table,
+)
 
 CROP = 224
 DEFAULT_MODEL = WORK_DIR / "edge_throughput" / "resnet50v2_224_int8.tflite"
@@ -73,6 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not args.model.is_file():
         raise SystemExit(f"error: model {args.model} not found; run python -m benchmarks.edge_throughput "
                          "first or pass --model")
+    mark = cpu_mark()
     rows, results = [], []
     for count in args.counts:
         folder = make_crops(WORK_DIR / "scaling" / f"crops_{count}", count)
@@ -87,7 +95,7 @@ def main(argv: list[str] | None = None) -> dict:
                      f"{measured['peak_rss_mb']:.0f}"])
         print(f"{count} images: {measured['seconds']:.1f} s, peak {measured['peak_rss_mb']:.0f} MB", flush=True)
     print_table(["images", "seconds", "ms/image", "peak RSS MB"], rows)
-    result = {"machine": machine_info(), "model": str(args.model), "runs": results}
+    result = {"machine": machine_info(since=mark), "model": str(args.model), "runs": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     return result

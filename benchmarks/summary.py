@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 
 from benchmarks.machine import PROJECT, RESULTS_DIR, describe_machine
+from benchmarks.real_data import ORIGINAL_PROJECT
 
 README = PROJECT / "README.md"
 START, END = "<!-- performance:start -->", "<!-- performance:end -->"
@@ -21,12 +22,21 @@ def load(name: str) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def training_time(result: dict) -> str:
+    minutes = result["train_seconds"] / 60
+    if result.get("train_resumed"):
+        return (f"interrupted and resumed with `crack train --resume`, the resumed part took "
+                f"{minutes:.0f} min")
+    return f"trained in {minutes:.0f} min"
+
+
 def real_data_lines(result: dict) -> list[str]:
     s = result["settings"]
     lines = [f"**{result['set']}** ({result['split_sizes']['test']} test images, "
              f"{s['img_size']}x{s['img_size']}, {s['epochs']} epochs from random initialisation, "
-             f"trained in {result['train_seconds'] / 60:.0f} min; majority-class baseline "
-             f"{result['majority_baseline_accuracy']:.3f}):", "",
+             f"{training_time(result)}; majority-class baseline "
+             f"{result['majority_baseline_accuracy']:.3f}). Machine: "
+             f"{describe_machine(result['machine'])}:", "",
              "| model | accuracy | precision | recall | F1 | ROC AUC | size MB | gate |",
              "|---|---|---|---|---|---|---|---|"]
     for row in result["rows"]:
@@ -37,42 +47,102 @@ def real_data_lines(result: dict) -> list[str]:
         lines.append(f"| {row['model']} | {row['accuracy']:.3f} | {row['precision']:.3f} | "
                      f"{row['recall']:.3f} | {row['f1']:.3f} | {row['roc_auc']:.3f} | "
                      f"{row['size_bytes'] / 1e6:.1f} | {gate} |")
-    original = result.get("original_project")
+    original = ORIGINAL_PROJECT if result.get("original_project") else None  # published figures
     if original:
         lines.append(f"| original project (ImageNet weights, 224) | {original['accuracy']:.3f} | "
-                     f"{original['precision']:.3f} | {original['recall']:.3f} | 0.985 | | | |")
+                     f"{original['precision']:.3f} | {original['recall']:.3f} | {original['f1']:.3f} | | | |")
     if result.get("int8_accuracy_drop_pp") is not None:
-        lines += ["", f"int8 accuracy change against Keras: {-result['int8_accuracy_drop_pp']:+.2f} "
+        lines += ["", f"int8 accuracy change against Keras: {0.0 - result['int8_accuracy_drop_pp']:+.2f} "
                       "percentage points."]
     return lines + [""]
 
 
+def conversion_target_lines(convert: dict) -> list[str]:
+    targets = convert.get("targets")
+    if not targets:
+        return []
+    lines = [f"Targets for int8: at most {targets['int8_size_ratio_max'] * 100:.0f}% of the fp32 size "
+             f"({targets['int8_size_ratio'] * 100:.1f}%: {'met' if targets['size_met'] else 'missed'}) and "
+             f"at least {targets['int8_speedup_min']:g}x faster ({targets['int8_speedup']:.2f}x: "
+             f"{'met' if targets['speed_met'] else 'missed'})."]
+    machine = convert["machine"] if isinstance(convert.get("machine"), dict) else {}
+    if not targets["speed_met"] and machine.get("int8_dot_product") == []:
+        lines[0] += (" This CPU has no int8 dot-product instructions (x86 VNNI, Arm `asimddp`/`i8mm`), "
+                     "so XNNPACK's int8 kernels do about as much work per multiply as its float ones; "
+                     "int8 still quarters the model and its memory traffic. Run `python -m "
+                     "benchmarks.bench_convert` on the target device (a Pi 5's Cortex-A76 has `asimddp`) "
+                     "before relying on a speed-up.")
+    return lines + [""]
+
+
+def scaling_lines(scaling: dict) -> list[str]:
+    """Linear means each further image costs the same, whatever the batch: compare the marginal
+    cost between consecutive runs (each run also pays a fixed startup: loading the model)."""
+    runs = sorted(scaling["runs"], key=lambda r: r["count"])
+    text = "`score` scaling with int8: " + ", ".join(
+        f"{r['count']:,} images {r['seconds']:.0f} s (peak {r['peak_rss_mb']:.0f} MB)" for r in runs) + "."
+    marginal_ms = [(b["seconds"] - a["seconds"]) / (b["count"] - a["count"]) * 1000
+                   for a, b in zip(runs, runs[1:])]
+    memory_spread = max(r["peak_rss_mb"] for r in runs) - min(r["peak_rss_mb"] for r in runs)
+    if len(marginal_ms) >= 2:
+        spread = max(marginal_ms) / min(marginal_ms) - 1
+        startup = runs[0]["seconds"] - runs[0]["count"] * marginal_ms[0] / 1000
+        linear = "cost grows linearly" if spread <= 0.10 else "cost does NOT grow linearly"
+        flat = "peak memory stays flat" if memory_spread <= 50 else "peak memory GROWS"
+        text += (f" Each further image costs {' then '.join(f'{m:.1f}' for m in marginal_ms)} ms "
+                 f"({spread * 100:.0f}% apart) on top of about {startup:.1f} s of startup, and peak "
+                 f"memory varies by {memory_spread:.0f} MB: {linear} and {flat}.")
+    return [text, ""]
+
+
+def edge_lines(edge: dict) -> list[str]:
+    lines = [f"Edge throughput, ResNet50V2 at {edge['size']}x{edge['size']} (random weights; "
+             "speed does not depend on them), frames per second. "
+             f"Machine: {describe_machine(edge['machine'])}.", "",
+             "| variant | invoke ms (median) | bare invoke | `score` on photos | `stream` on video "
+             "| score / bare | stream / bare |",
+             "|---|---|---|---|---|---|---|"]
+    for mode, v in edge["variants"].items():
+        lines.append(f"| {mode} | {v['bare_median_ms']:.1f} | {v['bare_invoke_fps']:.1f} | "
+                     f"{v['score_fps']:.1f} | {v['stream_fps']:.1f} | {v['score_ratio']:.2f} | "
+                     f"{v['stream_ratio']:.2f} |")
+    lines.append(f"| Keras `model.predict`, one frame at a time | | | "
+                 f"{edge['keras_one_at_a_time_fps']:.1f} | | | |")
+    ratios = [v[key] for v in edge["variants"].values() for key in ("score_ratio", "stream_ratio")]
+    text = (f"The int8 `score` pipeline is {edge['int8_score_speedup_over_keras']:.1f}x faster than "
+            f"the naive Keras loop. Pipeline / bare invoke (medians) ranges from {min(ratios):.2f} to "
+            f"{max(ratios):.2f} (target at least 0.90: "
+            f"{'met' if min(ratios) >= 0.9 else 'not met everywhere'}).")
+    rounds = [r for v in edge["variants"].values() for r in v.get("rounds", [])]
+    if rounds:
+        round_ratios = [r[key] for r in rounds for key in ("score_ratio", "stream_ratio")]
+        invoke_ms = [r["bare_median_ms"] for r in rounds]
+        text += (f" Bare and pipeline rates are measured in turns, {len(rounds) // len(edge['variants'])} "
+                 f"rounds per variant; single rounds range from {min(round_ratios):.2f} to "
+                 f"{max(round_ratios):.2f} because this machine's own speed drifts (bare invoke "
+                 f"{min(invoke_ms):.0f} to {max(invoke_ms):.0f} ms from round to round).")
+    return lines + ["", text, ""]
+
+
 def section() -> str:
     lines = ["## Performance", "",
-             "Measured by `make bench` (scripts in `benchmarks/`, results in `benchmarks/results/`); "
-             "figures of this session were taken while other jobs shared the 2 cores.", ""]
+             "Measured by `make bench` (scripts in `benchmarks/`, results in `benchmarks/results/`). "
+             "Each part names the machine it ran on and how many cores other processes kept busy "
+             "while it ran (0.00: the machine was the benchmark's alone). Timings are medians of "
+             "several runs.", ""]
     edge = load("edge_throughput")
     if edge:
-        lines += [f"Machine: {describe_machine(edge['machine'])}.", "",
-                  f"Edge throughput, ResNet50V2 at {edge['size']}x{edge['size']} (random weights; "
-                  "speed does not depend on them), frames per second:", "",
-                  "| variant | invoke ms (median) | bare invoke | `score` on photos | `stream` on video | score / bare |",
-                  "|---|---|---|---|---|---|"]
-        for mode, v in edge["variants"].items():
-            lines.append(f"| {mode} | {v['bare_median_ms']:.1f} | {v['bare_invoke_fps']:.1f} | "
-                         f"{v['score_fps']:.1f} | {v['stream_fps']:.1f} | {v['score_ratio']:.2f} |")
-        lines.append(f"| Keras `model.predict`, one frame at a time | | | "
-                     f"{edge['keras_one_at_a_time_fps']:.1f} | | |")
-        lines += ["", f"The int8 `score` pipeline is {edge['int8_score_speedup_over_keras']:.1f}x "
-                      "faster than the naive Keras loop.", ""]
+        lines += edge_lines(edge)
     convert = load("convert")
     if convert:
-        lines += ["Conversion (size and single-image latency relative to fp32):", "",
+        machine = convert["machine"] if isinstance(convert.get("machine"), dict) else None
+        lines += [f"Conversion, {convert['subject']} (size and single-image latency relative to fp32)"
+                  + (f". Machine: {describe_machine(machine)}" if machine else "") + ":", "",
                   "| variant | size MB | size / fp32 | median ms | speed-up |", "|---|---|---|---|---|"]
         for v in convert["variants"]:
             lines.append(f"| {v['mode']} | {v['size_bytes'] / 1e6:.1f} | {v['size_ratio'] * 100:.0f}% | "
                          f"{v['median_ms']:.1f} | {v['speedup']:.2f}x |")
-        lines.append("")
+        lines += [""] + conversion_target_lines(convert)
     for name in ("surface_crack", "crackforest"):
         result = load(f"real_data_{name}")
         lines += real_data_lines(result) if result else [f"Real data, {name}: not measured yet.", ""]
@@ -85,9 +155,7 @@ def section() -> str:
                   "training never waits for data.", ""]
     scaling = load("scaling")
     if scaling:
-        runs = ", ".join(f"{r['count']:,} images {r['seconds']:.0f} s ({r['ms_per_image']:.1f} ms "
-                         f"each, peak {r['peak_rss_mb']:.0f} MB)" for r in scaling["runs"])
-        lines += [f"`score` scaling with int8: {runs}.", ""]
+        lines += scaling_lines(scaling)
     if CHART.is_file():
         lines += [f"![edge throughput]({CHART.relative_to(PROJECT)})", ""]
     return "\n".join(lines).rstrip() + "\n"

@@ -26,6 +26,7 @@ import os
 import re
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -183,14 +184,29 @@ def _open_capture(spec: SourceSpec) -> cv2.VideoCapture:
             )
         return cv2.VideoCapture(str(spec.target), cv2.CAP_GSTREAMER)
     if spec.kind == "url":
-        if str(spec.target).lower().startswith("rtsp") and RTSP_OPTIONS_ENV not in os.environ:
-            os.environ[RTSP_OPTIONS_ENV] = RTSP_LOW_DELAY  # read by OpenCV's FFmpeg backend at open
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, OPEN_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, READ_TIMEOUT_MS]
+        if str(spec.target).lower().startswith("rtsp") and RTSP_OPTIONS_ENV not in os.environ:
+            with _ffmpeg_capture_options(RTSP_LOW_DELAY):
+                return cv2.VideoCapture(str(spec.target), cv2.CAP_FFMPEG, params)
         return cv2.VideoCapture(str(spec.target), cv2.CAP_FFMPEG, params)
     path = Path(str(spec.target))
     if not path.is_file():
         raise UserError(f"video file not found: {path} (for a camera give its index, e.g. --source 0)")
     return cv2.VideoCapture(str(path))
+
+
+@contextmanager
+def _ffmpeg_capture_options(options: str) -> Iterator[None]:
+    """Give OpenCV's FFmpeg backend these capture options for one open only.
+
+    The backend reads the variable at every open, so leaving it set would hand the RTSP flags to
+    every later capture in the process: ``fflags;nobuffer`` makes a video file lose its first frame.
+    """
+    os.environ[RTSP_OPTIONS_ENV] = options
+    try:
+        yield
+    finally:
+        del os.environ[RTSP_OPTIONS_ENV]
 
 
 def opencv_has_gstreamer() -> bool:

@@ -29,8 +29,12 @@ def test_conversion_and_edge_throughput_benchmarks(tmp_path):
     out = tmp_path / "convert.json"
     assert bench_convert.main(["--size", "32", "--runs", "2", "--modes", "fp32,int8",
                                "--calibration", "4", "--no-builtin-comparison", "--out", str(out)]) == 0
-    variants = {v["mode"]: v for v in json.loads(out.read_text())["variants"]}
+    saved = json.loads(out.read_text())
+    variants = {v["mode"]: v for v in saved["variants"]}
     assert variants["int8"]["integer_only"] and variants["int8"]["size_ratio"] < 0.5
+    machine = saved["machine"]  # every figure names its machine, and how busy it was
+    assert machine["cores"] >= 1 and machine["threads"] >= 1 and machine["interpreter"]["package"]
+    assert isinstance(machine["int8_dot_product"], list) and machine["other_processes_cores"] >= 0
 
     out = tmp_path / "edge.json"
     edge_throughput.main(["--size", "32", "--images", "4", "--repeats", "1", "--runs", "3",
@@ -39,6 +43,7 @@ def test_conversion_and_edge_throughput_benchmarks(tmp_path):
     assert set(result["variants"]) == {"fp32", "int8"}
     for figures in result["variants"].values():
         assert figures["bare_invoke_fps"] > 0 and figures["score_fps"] > 0 and figures["stream_fps"] > 0
+        assert figures["stream_startup_s"] > 0  # timed apart from the stream's rate
     assert result["keras_one_at_a_time_fps"] > 0
 
 
@@ -52,8 +57,55 @@ def test_scaling_benchmark(edge_models, tmp_path):
     assert all(r["scored"] == r["count"] and r["errors"] == 0 and r["peak_rss_mb"] > 0 for r in runs)
 
 
-def test_summary_builds_the_performance_section():
-    from benchmarks.summary import section
+MACHINE = {"cpu": "Test CPU", "cores": 2, "machine": "x86_64", "python": "3.11",
+           "interpreter": {"package": "ai_edge_litert", "version": "2.3.0"}, "threads": 2,
+           "int8_dot_product": [], "other_processes_cores": 0.25}
 
-    text = section()
+
+def write_results(folder, *, int8_speedup: float, scaling_seconds: tuple[float, float, float]) -> None:
+    convert = {"subject": "ResNet50V2, random weights, 224x224", "machine": MACHINE,
+               "variants": [{"mode": "fp32", "size_bytes": 94e6, "size_ratio": 1.0, "median_ms": 55.0,
+                             "speedup": 1.0},
+                            {"mode": "int8", "size_bytes": 24e6, "size_ratio": 0.257,
+                             "median_ms": 55.0 / int8_speedup, "speedup": int8_speedup}],
+               "targets": {"int8_size_ratio_max": 0.27, "int8_size_ratio": 0.257, "size_met": True,
+                           "int8_speedup_min": 3.0, "int8_speedup": int8_speedup,
+                           "speed_met": int8_speedup >= 3.0}}
+    scaling = {"machine": MACHINE, "runs": [
+        {"count": count, "seconds": seconds, "ms_per_image": seconds / count * 1000, "peak_rss_mb": peak}
+        for count, seconds, peak in zip((100, 1000, 5000), scaling_seconds, (141.0, 142.0, 146.0))]}
+    (folder / "convert.json").write_text(json.dumps(convert))
+    (folder / "scaling.json").write_text(json.dumps(scaling))
+
+
+def test_summary_states_targets_and_verdicts_from_the_figures(tmp_path, monkeypatch):
+    from benchmarks import summary
+
+    monkeypatch.setattr(summary, "RESULTS_DIR", tmp_path)
+    monkeypatch.setattr(summary, "CHART", tmp_path / "performance.png")
+    # 100 images pay the same model-loading startup as 5,000: 68 ms each against 53
+    write_results(tmp_path, int8_speedup=1.08, scaling_seconds=(6.8, 55.2, 262.8))
+    text = summary.section()
     assert text.startswith("## Performance")
+    assert "Machine: Test CPU, 2 cores" in text and "other processes used 0.25 cores meanwhile" in text
+    assert "(25.7%: met)" in text and "(1.08x: missed)" in text
+    assert "no int8 dot-product instructions" in text  # why the speed target is missed here
+    assert "Each further image costs 53.8 then 51.9 ms (4% apart) on top of about 1.4 s of startup" in text
+    assert "cost grows linearly and peak memory stays flat" in text
+    assert "Real data, crackforest: not measured yet." in text
+
+    write_results(tmp_path, int8_speedup=3.4, scaling_seconds=(6.8, 55.2, 400.0))
+    text = summary.section()
+    assert "(3.40x: met)" in text and "no int8 dot-product instructions" not in text
+    assert "cost does NOT grow linearly" in text
+
+
+def test_other_processes_load_is_busy_cpu_time_minus_the_benchmarks_own(monkeypatch):
+    from benchmarks import machine
+
+    mark = ((1000.0, 20.0), 50.0)  # (all CPUs busy s, this process s), monotonic s
+    monkeypatch.setattr(machine, "cpu_times", lambda: (1000.0 + 7.0, 20.0 + 3.0))
+    monkeypatch.setattr(machine.time, "monotonic", lambda: 54.0)
+    assert machine.other_processes_cores(mark) == 1.0  # 7 s busy, 3 of them ours, over 4 s
+    monkeypatch.setattr(machine, "cpu_times", lambda: None)  # no /proc/stat
+    assert machine.other_processes_cores(mark) is None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import socket
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import pytest
 from conftest import PROJECT
 from edge.capture import Capture, Frame, LatestFrameSlot
 from edge.errors import UserError
-from edge.sources import (Backoff, FrameSource, SourceSpec,
+from edge.sources import (RTSP_LOW_DELAY, RTSP_OPTIONS_ENV, Backoff, FrameSource, SourceSpec,
                           SourceUnavailable, open_source, opencv_has_gstreamer, parse_source)
 from edge_models import crack_frame, grey_frame, line_model_path, write_video
 
@@ -209,33 +210,47 @@ def closed_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_rtsp_gets_tcp_low_delay_options_unless_the_user_set_them():
-    # In a child process: OpenCV keeps the FFmpeg capture options it has read for the rest of the
-    # process, so opening RTSP here would give later file captures in this process RTSP flags.
-    import subprocess
-    import sys
-    import textwrap
+class EnvRecordingCapture:
+    """Stands in for cv2.VideoCapture: notes the FFmpeg options in force when it is opened."""
 
-    script = textwrap.dedent(f"""
-        import os
-        from edge.sources import RTSP_LOW_DELAY, RTSP_OPTIONS_ENV, SourceUnavailable, open_source
-        url = "rtsp://127.0.0.1:{closed_port()}/live"
-        os.environ.pop(RTSP_OPTIONS_ENV, None)
-        try:
-            open_source(url)  # nothing listens there: a live source that is down
-        except SourceUnavailable:
-            pass
-        assert os.environ[RTSP_OPTIONS_ENV] == RTSP_LOW_DELAY
-        os.environ[RTSP_OPTIONS_ENV] = "rtsp_transport;udp"
-        try:
+    opened_with: list[str | None] = []
+
+    def __init__(self, *args) -> None:
+        EnvRecordingCapture.opened_with.append(os.environ.get(RTSP_OPTIONS_ENV))
+
+    def isOpened(self) -> bool:  # noqa: N802 (OpenCV's name)
+        return False
+
+    def release(self) -> None:
+        pass
+
+
+def test_rtsp_is_opened_with_tcp_low_delay_options_unless_the_user_set_them(monkeypatch):
+    monkeypatch.setattr("edge.sources.cv2.VideoCapture", EnvRecordingCapture)
+    EnvRecordingCapture.opened_with = []
+    monkeypatch.delenv(RTSP_OPTIONS_ENV, raising=False)
+    for url in ("rtsp://camera.local/live", "http://camera.local/mjpeg"):
+        with pytest.raises(SourceUnavailable):
             open_source(url)
-        except SourceUnavailable:
-            pass
-        assert os.environ[RTSP_OPTIONS_ENV] == "rtsp_transport;udp"
-        print("ok")
-    """)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+    monkeypatch.setenv(RTSP_OPTIONS_ENV, "rtsp_transport;udp")
+    with pytest.raises(SourceUnavailable):
+        open_source("rtsp://camera.local/live")
+    assert EnvRecordingCapture.opened_with == [RTSP_LOW_DELAY, None, "rtsp_transport;udp"]
+    assert os.environ[RTSP_OPTIONS_ENV] == "rtsp_transport;udp"
+
+
+def test_a_video_file_read_after_an_rtsp_attempt_keeps_every_frame(tmp_path, monkeypatch):
+    # The RTSP flags used to stay in the environment, and fflags;nobuffer dropped a file's first frame.
+    monkeypatch.delenv(RTSP_OPTIONS_ENV, raising=False)
+    video = write_video(tmp_path / "clip.avi", [grey_frame() for _ in range(12)])
+    with pytest.raises(SourceUnavailable):
+        open_source(f"rtsp://127.0.0.1:{closed_port()}/live")  # nothing listens: a stream that is down
+    assert RTSP_OPTIONS_ENV not in os.environ
+    with open_source(str(video)) as source:
+        frames = 0
+        while source.read()[0]:
+            frames += 1
+    assert frames == 12
 
 
 # --- retry, slot, capture thread ---------------------------------------------------------------

@@ -58,6 +58,8 @@ def test_a_tiny_run_writes_every_output(tiny_run):
                  "plots/roc_pr.png", "plots/misclassified.png"):
         path = tiny_run / name
         assert path.is_file() and path.stat().st_size > 0, name
+    # weights only, not the optimizer state: 23.6M float32 parameters are 94 MB, Adam would add 188
+    assert 90e6 < (tiny_run / "model.keras").stat().st_size < 110e6
     assert (tiny_run / "tensorboard").is_dir() and any((tiny_run / "tensorboard").rglob("*tfevents*"))
     latest = tiny_run.parent / "latest"
     assert latest.is_symlink() and latest.resolve() == tiny_run.resolve()

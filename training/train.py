@@ -318,6 +318,16 @@ def fit_phase(phase: str, model, layout: RunLayout, datasets, *, epochs_before: 
               class_weight=class_weight, callbacks=callbacks, verbose=verbose)
 
 
+def save_for_inference(model, path: Path) -> None:
+    """model.keras with the architecture and weights but not Adam's two moments per weight (which
+    would triple the file): it is for evaluation, `crack convert` and `crack predict`; --resume
+    continues from the backup, not from this file. Rebuilt from its config rather than with
+    keras.models.clone_model, which (Keras 3.15) copies the compiled optimizer along."""
+    inference = model.__class__.from_config(model.get_config())
+    inference.set_weights(model.get_weights())
+    inference.save(path)
+
+
 def fit_phases(layout: RunLayout, options: TrainOptions, splits, stopper: StopOnSignal):
     """Build the model, run both phases (skipping those already done), return (model, weights)."""
     import keras
@@ -423,7 +433,7 @@ def train(options: TrainOptions, resume: Path | None = None) -> TrainResult:
         started = time.perf_counter()
         with StopOnSignal() as stopper:
             model, weights = fit_phases(layout, options, splits, stopper)
-            model.save(layout.model)
+            save_for_inference(model, layout.model)
             say(f"saved {layout.model} ({time.perf_counter() - started:.0f} s of training)")
             metrics = evaluate_run(layout, model, options, splits, weights)
         update_state(layout, done=sorted(set(read_state(layout)["done"]) | {"evaluate"}))
