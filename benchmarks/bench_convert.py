@@ -57,6 +57,7 @@ def interleaved_latency(paths: dict[str, Path], images: np.ndarray, runs: int, t
     """Single-image latency (median, p90) of each model, preprocessed image in, probability out,
     through the device's CrackClassifier. The models take turns, a few invokes each per round, so
     a slow spell on a shared machine lands on every variant alike rather than on one of them."""
+    from edge.bench import timing
     from edge.classifier import CrackClassifier
 
     classifiers = {mode: CrackClassifier(path, threads=threads, backend=backend) for mode, path in paths.items()}
@@ -72,8 +73,7 @@ def interleaved_latency(paths: dict[str, Path], images: np.ndarray, runs: int, t
                 started = time.perf_counter()
                 classifier.predict_one(image)
                 times[mode].append((time.perf_counter() - started) * 1000.0)
-    return {mode: {"median_ms": float(np.median(t)), "p90_ms": float(np.percentile(t, 90)), "runs": len(t)}
-            for mode, t in times.items()}
+    return {mode: timing(t) for mode, t in times.items()}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -60,9 +60,6 @@ def cpu_mark() -> tuple:
     return cpu_times(), time.monotonic()
 
 
-STARTED = cpu_mark()  # a benchmark imports this module as it starts
-
-
 def other_processes_cores(since: tuple) -> float | None:
     """How many cores other processes kept busy, on average, from the mark ``since`` until now.
     0.0 means the machine was the benchmark's alone; on 2 cores, 1.0 means half of it went
@@ -78,8 +75,8 @@ def other_processes_cores(since: tuple) -> float | None:
 
 def machine_info(threads: int | None = None, since: tuple | None = None) -> dict:
     """CPU, cores, Python and the TFLite interpreter package a figure was measured with; given a
-    mark ``since`` (e.g. STARTED), also how busy other processes kept the CPU from it until now,
-    so call it with one when the measurement is over."""
+    cpu_mark() ``since``, also how busy other processes kept the CPU from it until now, so call
+    it with one when the measurement is over."""
     from edge.interpreter import default_thread_count, find_interpreter
 
     backend = find_interpreter()

@@ -65,8 +65,7 @@ def conversion_target_lines(convert: dict) -> list[str]:
              f"({targets['int8_size_ratio'] * 100:.1f}%: {'met' if targets['size_met'] else 'missed'}) and "
              f"at least {targets['int8_speedup_min']:g}x faster ({targets['int8_speedup']:.2f}x: "
              f"{'met' if targets['speed_met'] else 'missed'})."]
-    machine = convert["machine"] if isinstance(convert.get("machine"), dict) else {}
-    if not targets["speed_met"] and machine.get("int8_dot_product") == []:
+    if not targets["speed_met"] and convert["machine"].get("int8_dot_product") == []:
         lines[0] += (" This CPU has no int8 dot-product instructions (x86 VNNI, Arm `asimddp`/`i8mm`), "
                      "so XNNPACK's int8 kernels do about as much work per multiply as its float ones; "
                      "int8 still quarters the model and its memory traffic. Run `python -m "
@@ -135,9 +134,8 @@ def section() -> str:
         lines += edge_lines(edge)
     convert = load("convert")
     if convert:
-        machine = convert["machine"] if isinstance(convert.get("machine"), dict) else None
-        lines += [f"Conversion, {convert['subject']} (size and single-image latency relative to fp32)"
-                  + (f". Machine: {describe_machine(machine)}" if machine else "") + ":", "",
+        lines += [f"Conversion, {convert['subject']} (size and single-image latency relative to "
+                  f"fp32). Machine: {describe_machine(convert['machine'])}:", "",
                   "| variant | size MB | size / fp32 | median ms | speed-up |", "|---|---|---|---|---|"]
         for v in convert["variants"]:
             lines.append(f"| {v['mode']} | {v['size_bytes'] / 1e6:.1f} | {v['size_ratio'] * 100:.0f}% | "

@@ -185,10 +185,9 @@ def _open_capture(spec: SourceSpec) -> cv2.VideoCapture:
         return cv2.VideoCapture(str(spec.target), cv2.CAP_GSTREAMER)
     if spec.kind == "url":
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, OPEN_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, READ_TIMEOUT_MS]
-        if str(spec.target).lower().startswith("rtsp") and RTSP_OPTIONS_ENV not in os.environ:
-            with _ffmpeg_capture_options(RTSP_LOW_DELAY):
-                return cv2.VideoCapture(str(spec.target), cv2.CAP_FFMPEG, params)
-        return cv2.VideoCapture(str(spec.target), cv2.CAP_FFMPEG, params)
+        rtsp = str(spec.target).lower().startswith("rtsp")
+        with _ffmpeg_capture_options(RTSP_LOW_DELAY if rtsp else None):
+            return cv2.VideoCapture(str(spec.target), cv2.CAP_FFMPEG, params)
     path = Path(str(spec.target))
     if not path.is_file():
         raise UserError(f"video file not found: {path} (for a camera give its index, e.g. --source 0)")
@@ -196,12 +195,16 @@ def _open_capture(spec: SourceSpec) -> cv2.VideoCapture:
 
 
 @contextmanager
-def _ffmpeg_capture_options(options: str) -> Iterator[None]:
-    """Give OpenCV's FFmpeg backend these capture options for one open only.
+def _ffmpeg_capture_options(options: str | None) -> Iterator[None]:
+    """Give OpenCV's FFmpeg backend these capture options for one open only, unless there are none
+    or the user has set their own.
 
     The backend reads the variable at every open, so leaving it set would hand the RTSP flags to
     every later capture in the process: ``fflags;nobuffer`` makes a video file lose its first frame.
     """
+    if options is None or RTSP_OPTIONS_ENV in os.environ:
+        yield
+        return
     os.environ[RTSP_OPTIONS_ENV] = options
     try:
         yield
