@@ -4,6 +4,8 @@ only the crack tiles."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 from edge_models import crack_frame, grey_frame, line_model_path, write_video
@@ -90,7 +92,9 @@ def test_overlay_marks_only_the_crack_tiles_and_leaves_the_frame_alone():
 
 
 def test_duration_bounds_a_stream(tmp_path):
+    # Each frame is held for 10 ms, so the whole video takes at least 4 s: a 0.3 s bound must stop
+    # it early however fast this machine scores a tiny frame.
     video = write_video(tmp_path / "long.avi", [grey_frame()] * 400)
-    summary = run_stream(StreamOptions(model=line_model_path(), source=str(video), duration=0.05,
-                                       threads=1))
+    summary = run_stream(StreamOptions(model=line_model_path(), source=str(video), duration=0.3,
+                                       threads=1), on_frame=lambda index, probability: time.sleep(0.01))
     assert summary.stop_reason == "duration" and 0 < summary.frames < 400
