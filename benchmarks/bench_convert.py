@@ -26,7 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from benchmarks.machine import cpu_mark, describe_machine, machine_info  # noqa: E402
+from benchmarks.machine import argument_parser, cpu_mark, describe_machine, machine_info  # noqa: E402
 from convert.options import MODES  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "convert.json"
@@ -77,14 +77,14 @@ def interleaved_latency(paths: dict[str, Path], images: np.ndarray, runs: int, t
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_convert", description=__doc__.splitlines()[0])
+    parser = argument_parser("benchmarks.bench_convert", __doc__)
     parser.add_argument("--run", help="use this training run's model and training images")
     parser.add_argument("--size", type=int, default=224, help="input size of the random-weight model")
     parser.add_argument("--runs", type=int, default=30, help="timed single-image invokes per variant")
     parser.add_argument("--calibration", type=int, default=32, help="calibration images for int8")
-    parser.add_argument("--threads", type=int, default=None, help="interpreter threads (default: all cores)")
-    parser.add_argument("--modes", default=",".join(MODES))
-    parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--threads", type=int, default=None, help="interpreter threads; all cores when not given")
+    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated TFLite variants to build and time")
+    parser.add_argument("--out", default=str(RESULTS), help="results JSON")
     parser.add_argument("--no-builtin-comparison", action="store_true",
                         help="skip timing TFLite's own kernels without the XNNPACK delegate")
     return parser.parse_args(argv)

@@ -13,7 +13,6 @@ Weights are random (ImageNet weights cannot be downloaded here); they do not cha
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -28,6 +27,7 @@ from benchmarks.machine import (  # noqa: E402
     RESULTS_DIR,
     SHARED_DATA,
     WORK_DIR,
+    argument_parser,
     cpu_mark,
     describe_machine,
     machine_info,
@@ -111,13 +111,15 @@ def paired_figures(classifier, model: Path, photos: list[Path], video: Path, thr
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--images", type=int, default=60)
+    parser = argument_parser("benchmarks.edge_throughput", __doc__)
+    parser.add_argument("--size", type=int, default=224, help="model input size in pixels")
+    parser.add_argument("--images", type=int, default=60,
+                        help="real photos scored by `score` and written into the video for `stream`")
     parser.add_argument("--repeats", type=int, default=5, help="rounds of bare, score and stream")
     parser.add_argument("--runs", type=int, default=50, help="bare invokes timed, over all rounds")
-    parser.add_argument("--keras-images", type=int, default=20)
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "edge_throughput.json")
+    parser.add_argument("--keras-images", type=int, default=20,
+                        help="photos for the Keras model.predict one-frame-at-a-time comparison")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "edge_throughput.json", help="results JSON")
     args = parser.parse_args(argv)
 
     from edge.classifier import CrackClassifier

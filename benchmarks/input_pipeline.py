@@ -7,7 +7,6 @@ second ResNet50V2 consumes in a training step, at the same image size and batch 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import tempfile
@@ -19,6 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from benchmarks.machine import (  # noqa: E402
     RESULTS_DIR,
     SHARED_DATA,
+    argument_parser,
     cpu_mark,
     machine_info,
     print_table,
@@ -70,12 +70,12 @@ def model_rate(img_size: int, batch_size: int, steps: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--img-size", type=int, default=96)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--images", type=int, default=600)
+    parser = argument_parser("benchmarks.input_pipeline", __doc__)
+    parser.add_argument("--img-size", type=int, default=96, help="training image size in pixels")
+    parser.add_argument("--batch-size", type=int, default=16, help="training batch size")
+    parser.add_argument("--images", type=int, default=600, help="real training photos read by the pipeline")
     parser.add_argument("--steps", type=int, default=8, help="training steps timed")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "input_pipeline.json")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "input_pipeline.json", help="results JSON")
     args = parser.parse_args(argv)
     mark = cpu_mark()
     items = training_images(args.images)

@@ -1,8 +1,9 @@
 """What every benchmark shares: where results and scratch files go, where the real data is, the
-machine a figure was measured on, and a plain-text table printer."""
+machine a figure was measured on, the command-line parser and a plain-text table printer."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import statistics
@@ -13,6 +14,24 @@ PROJECT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = PROJECT / "benchmarks" / "results"
 WORK_DIR = PROJECT / "benchmarks" / "work"          # git-ignored scratch space
 SHARED_DATA = PROJECT.parent / "shared" / "data"
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """--help shows the module docstring as written (with its usage lines) and each option's
+    default where it has one worth showing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "%(default)" in text:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def argument_parser(module: str, doc: str | None) -> argparse.ArgumentParser:
+    """The parser every benchmark script starts from: ``module`` is its ``python -m`` name and
+    ``doc`` its module docstring, shown whole by --help."""
+    return argparse.ArgumentParser(prog=f"python -m {module}", description=doc,
+                                   formatter_class=_HelpFormatter)
 
 
 def cpu_model() -> str:

@@ -12,7 +12,6 @@ random initialisation; with ImageNet weights (the original project's setting) ex
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import subprocess
@@ -24,6 +23,7 @@ from benchmarks.machine import (
     RESULTS_DIR,
     SHARED_DATA,
     WORK_DIR,
+    argument_parser,
     cpu_mark,
     machine_info,
     print_table,
@@ -150,12 +150,13 @@ def show(result: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argument_parser("benchmarks.real_data", __doc__)
     parser.add_argument("--set", choices=sorted(SETS), action="append",
                         help="data set (repeatable; default both)")
     parser.add_argument("--epochs", type=int, help="override the set's epochs")
     parser.add_argument("--img-size", type=int, help="override the set's image size")
-    parser.add_argument("--work", type=Path, default=WORK_DIR / "real_data")
+    parser.add_argument("--work", type=Path, default=WORK_DIR / "real_data",
+                        help="scratch folder for patches and training runs (kept, so a run can resume)")
     parser.add_argument("--fresh", action="store_true",
                         help="start over even if an interrupted run with the same settings exists")
     args = parser.parse_args(argv)

@@ -9,9 +9,10 @@ cores); --skip-real-data leaves those results as they are.
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
+
+from benchmarks.machine import argument_parser
 
 STEPS = [
     ("conversion: size and latency per variant", ["benchmarks.bench_convert"]),
@@ -23,8 +24,9 @@ STEPS = [
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--skip-real-data", action="store_true")
+    parser = argument_parser("benchmarks.run_all", __doc__)
+    parser.add_argument("--skip-real-data", action="store_true",
+                        help="skip the real-data training runs (the slow part) and keep their last results")
     args = parser.parse_args(argv)
     failed = []
     for title, module in STEPS:

@@ -23,6 +23,7 @@ from benchmarks.machine import (
     RESULTS_DIR,
     SHARED_DATA,
     WORK_DIR,
+    argument_parser,
     cpu_mark,
     machine_info,
     print_table,
@@ -68,11 +69,12 @@ def child(model: Path, folder: Path, out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--counts", type=int, nargs="+", default=[100, 1000, 5000])
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser = argument_parser("benchmarks.scaling", __doc__)
+    parser.add_argument("--counts", type=int, nargs="+", default=[100, 1000, 5000], help="images per `score` run")
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL,
+                        help="TFLite model to score with (edge_throughput writes the default)")
     parser.add_argument("--child", nargs=3, metavar=("MODEL", "FOLDER", "OUT"), help=argparse.SUPPRESS)
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "scaling.json")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "scaling.json", help="results JSON")
     args = parser.parse_args(argv)
     if args.child:
         child(Path(args.child[0]), Path(args.child[1]), Path(args.child[2]))

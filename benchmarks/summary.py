@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from benchmarks.machine import PROJECT, RESULTS_DIR, describe_machine
+from benchmarks.machine import PROJECT, RESULTS_DIR, argument_parser, describe_machine
 from benchmarks.real_data import ORIGINAL_PROJECT
 
 README = PROJECT / "README.md"
@@ -184,7 +184,8 @@ def chart() -> None:
     plt.close(figure)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    argument_parser("benchmarks.summary", __doc__).parse_args(argv)
     chart()
     text = section()
     print(text)

@@ -109,3 +109,23 @@ def test_other_processes_load_is_busy_cpu_time_minus_the_benchmarks_own(monkeypa
     assert machine.other_processes_cores(mark) == 1.0  # 7 s busy, 3 of them ours, over 4 s
     monkeypatch.setattr(machine, "cpu_times", lambda: None)  # no /proc/stat
     assert machine.other_processes_cores(mark) is None
+
+
+@pytest.mark.parametrize("name", ["bench_convert", "edge_throughput", "input_pipeline", "real_data",
+                                  "run_all", "scaling", "summary"])
+def test_each_benchmark_explains_itself_and_changes_nothing_on_help(name, capsys):
+    import importlib
+
+    from benchmarks.machine import PROJECT, RESULTS_DIR
+
+    module = importlib.import_module(f"benchmarks.{name}")
+    watched = [PROJECT / "README.md", *sorted(RESULTS_DIR.glob("*"))]
+    before = [path.read_bytes() for path in watched]
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(["--help"])
+    assert exit_info.value.code == 0
+    assert [path.read_bytes() for path in watched] == before
+    shown = " ".join(capsys.readouterr().out.split())
+    assert f"usage: python -m benchmarks.{name}" in shown
+    first_paragraph = " ".join(module.__doc__.split("\n\n")[0].split())
+    assert first_paragraph in shown  # the whole paragraph, not its first line cut mid-sentence
