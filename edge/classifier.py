@@ -133,12 +133,23 @@ class CrackClassifier:
         scale, zero_point = self.input_quantization
         if scale == 0:
             raise UserError(f"{self.model_path}: integer input without quantisation parameters")
-        info = np.iinfo(dtype)
-        quantized = np.round(images.astype(np.float32) / scale + zero_point)
-        return np.clip(quantized, info.min, info.max).astype(dtype)
+        return quantize_pixels(images, dtype, scale, zero_point)
 
     def _dequantize_output(self, raw: np.ndarray) -> np.ndarray:
         if np.issubdtype(raw.dtype, np.floating):
             return raw.astype(np.float32)
         scale, zero_point = self._output["quantization"]
         return (raw.astype(np.float32) - zero_point) * np.float32(scale)
+
+
+def quantize_pixels(images: np.ndarray, dtype: np.dtype, scale: float, zero_point: int) -> np.ndarray:
+    """Pixels to an integer input tensor: round(x / scale + zero_point), clipped to ``dtype``."""
+    info = np.iinfo(dtype)
+    if scale == 1.0 and images.dtype == np.uint8:
+        # the usual full-int8 input (raw 0..255 pixels): whole numbers stay whole, so skip the
+        # float round trip (a quarter of a millisecond per 224x224 image on a fast CPU)
+        if zero_point == 0 and dtype == np.uint8:
+            return np.ascontiguousarray(images)
+        return np.clip(images.astype(np.int32) + zero_point, info.min, info.max).astype(dtype)
+    quantized = np.round(images.astype(np.float32) / scale + zero_point)
+    return np.clip(quantized, info.min, info.max).astype(dtype)

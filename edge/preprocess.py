@@ -36,6 +36,11 @@ def decode_image(data: bytes) -> np.ndarray:
 
     Raises ImageDecodeError for empty, truncated or undecodable data.
     """
+    return _to_rgb8(_decode_as_stored(data))
+
+
+def _decode_as_stored(data: bytes) -> np.ndarray:
+    """OpenCV's decode, unconverted: BGR, BGRA or grey, 8 or 16 bits."""
     if not data:
         raise ImageDecodeError("empty file")
     if data.startswith(_JPEG_START) and _JPEG_END not in data[-64:]:
@@ -44,7 +49,7 @@ def decode_image(data: bytes) -> np.ndarray:
     image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if image is None or image.size == 0:
         raise ImageDecodeError("not a decodable image")
-    return _to_rgb8(image)
+    return image
 
 
 def load_image(path: str | Path) -> np.ndarray:
@@ -65,8 +70,15 @@ def resize_for_model(rgb: np.ndarray, size: int) -> np.ndarray:
 
 
 def load_for_model(path: str | Path, size: int) -> np.ndarray:
-    """File -> the model's input: size x size x 3 uint8 RGB, raw 0..255."""
-    return resize_for_model(load_image(path), size)
+    """File -> the model's input: size x size x 3 uint8 RGB, raw 0..255.
+
+    The same pixels as ``resize_for_model(load_image(path), size)``. For 8-bit images (almost
+    every photo) the colour conversion runs after the resize, on far fewer pixels: both are
+    per-pixel or per-channel, so the order does not change the result."""
+    image = _decode_as_stored(read_file_bytes(path))
+    if image.dtype != np.uint8:
+        return resize_for_model(_to_rgb8(image), size)
+    return _to_rgb8(resize_for_model(image, size))
 
 
 def _to_rgb8(image: np.ndarray) -> np.ndarray:

@@ -91,6 +91,49 @@ def test_resize_squashes_to_the_model_size_with_raw_pixels(tmp_path):
     assert resize_for_model(same, 32) is not None and (resize_for_model(same, 32) == 9).all()
 
 
+def _varied(shape, seed=0) -> np.ndarray:
+    """Smooth gradients plus noise: resizing must average many different pixels."""
+    rng = np.random.default_rng(seed)
+    ramp = np.add.outer(np.arange(shape[0]), np.arange(shape[1])) % 256
+    image = ramp[..., None] if len(shape) == 3 else ramp
+    noise = rng.integers(0, 40, shape)
+    return np.clip(image + noise, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("stored", [
+    _varied((320, 480, 3)),                                   # a photo: BGR, odd scale factor
+    _varied((50, 70)),                                        # grey, upscaled
+    _varied((120, 90, 4)),                                    # with alpha
+    (_varied((60, 80, 3)).astype(np.uint16) * 257),           # 16-bit: the general path
+], ids=["bgr", "grey", "bgra", "16-bit"])
+def test_load_for_model_gives_the_same_pixels_as_decode_then_resize(tmp_path, stored):
+    """load_for_model resizes before converting colours (faster); training, conversion and the
+    edge runner must still see exactly the pixels of the plain decode-then-resize path."""
+    path = tmp_path / "image.png"
+    path.write_bytes(_png(stored))
+    for size in (32, 224):
+        np.testing.assert_array_equal(load_for_model(path, size), resize_for_model(load_image(path), size))
+
+
+def test_load_for_model_matches_on_a_real_photo(shared_data):
+    photo = sorted((shared_data / "crackforest" / "image").glob("*.jpg"))[0]
+    np.testing.assert_array_equal(load_for_model(photo, 224), resize_for_model(load_image(photo), 224))
+
+
+@pytest.mark.parametrize("dtype,scale,zero_point", [
+    (np.uint8, 1.0, 0), (np.int8, 1.0, -128), (np.uint8, 1.0, 3), (np.int8, 0.5, -10), (np.uint8, 2.0, 0)])
+def test_quantize_pixels_follows_the_tflite_formula(dtype, scale, zero_point):
+    from edge.classifier import quantize_pixels
+
+    pixels = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1).repeat(3, axis=3)
+    info = np.iinfo(dtype)
+    expected = np.clip(np.round(pixels / scale + zero_point), info.min, info.max).astype(dtype)
+    got = quantize_pixels(pixels, np.dtype(dtype), scale, zero_point)
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got, expected)
+    assert quantize_pixels(pixels.astype(np.float32), np.dtype(dtype), scale, zero_point).tolist() == expected.tolist()
+
+
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatch):
     target = tmp_path / "model.bin"
     write_bytes_atomic(target, b"old")
