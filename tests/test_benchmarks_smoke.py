@@ -100,6 +100,48 @@ def test_summary_states_targets_and_verdicts_from_the_figures(tmp_path, monkeypa
     assert "cost does NOT grow linearly" in text
 
 
+def edge_result(int8_score_fps: float) -> dict:
+    def variant(bare_ms: float, score_fps: float, stream_fps: float) -> dict:
+        bare_fps = 1000 / bare_ms
+        rounds = [{"bare_median_ms": bare_ms + drift, "score_ratio": score_fps / bare_fps,
+                   "stream_ratio": stream_fps / bare_fps} for drift in (-1.0, 0.0, 2.0)]
+        return {"bare_median_ms": bare_ms, "bare_invoke_fps": bare_fps, "score_fps": score_fps,
+                "stream_fps": stream_fps, "score_ratio": score_fps / bare_fps,
+                "stream_ratio": stream_fps / bare_fps, "rounds": rounds}
+
+    return {"machine": {**MACHINE, "int8_dot_product": ["avx512_vnni"]}, "size": 224,
+            "variants": {"fp32": variant(40.0, 24.0, 24.5), "int8": variant(10.0, int8_score_fps, 95.0)},
+            "keras_one_at_a_time_fps": 8.0, "int8_score_speedup_over_keras": int8_score_fps / 8.0}
+
+
+def test_summary_explains_a_missed_pipeline_target_and_keeps_other_machines(tmp_path, monkeypatch):
+    from benchmarks import summary
+
+    monkeypatch.setattr(summary, "RESULTS_DIR", tmp_path)
+    monkeypatch.setattr(summary, "CHART", tmp_path / "performance.png")
+    write_results(tmp_path, int8_speedup=1.0, scaling_seconds=(6.8, 55.2, 262.8))
+    (tmp_path / "edge_throughput.json").write_text(json.dumps(edge_result(int8_score_fps=80.0)))
+    text = summary.section()
+    # 80 fps against a 10 ms invoke: 12.5 - 10 = 2.5 ms per frame around the model
+    assert "ranges from 0.80 to 0.98 (target at least 0.90: not met everywhere)" in text
+    assert "int8 misses it" in text and "adds about 2.5 ms" in text and "fp32 misses it" not in text
+    assert "bare invoke fp32 39.0 to 42.0 ms, int8 9.0 to 12.0 ms from round to round" in text
+    assert "The int8 `score` pipeline is 10.0x faster than the naive Keras loop" in text
+
+    (tmp_path / "edge_throughput.json").write_text(json.dumps(edge_result(int8_score_fps=95.0)))
+    assert "(target at least 0.90: met)" in summary.section()
+
+    # a second machine's conversion figures are shown after this machine's, each with its verdict
+    faster = json.loads((tmp_path / "convert.json").read_text())
+    faster["machine"] = {**MACHINE, "cpu": "Other CPU", "int8_dot_product": ["asimddp"]}
+    faster["targets"].update(int8_speedup=3.3, speed_met=True)
+    (tmp_path / "convert_pi5.json").write_text(json.dumps(faster))
+    text = summary.section()
+    this, other = text.index("`convert.json`"), text.index("`convert_pi5.json`")
+    assert this < text.index("(1.00x: missed)") < other < text.index("(3.30x: met)")
+    assert "This CPU has int8 dot-product instructions (asimddp)" in text
+
+
 def test_other_processes_load_is_busy_cpu_time_minus_the_benchmarks_own(monkeypatch):
     from benchmarks import machine
 
