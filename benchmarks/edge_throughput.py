@@ -6,7 +6,7 @@
 - the naive way: Keras `model.predict` on one frame at a time, as the original project would run
   on a device, and our int8 pipeline's speed-up over it.
 
-    python -m benchmarks.edge_throughput [--size 224] [--images 60] [--repeats 5]
+    python -m benchmarks.edge_throughput [--size 224] [--images 120] [--repeats 5]
 
 Weights are random (ImageNet weights cannot be downloaded here); they do not change the speed.
 """
@@ -113,8 +113,9 @@ def paired_figures(classifier, model: Path, photos: list[Path], video: Path, thr
 def main(argv: list[str] | None = None) -> dict:
     parser = argument_parser("benchmarks.edge_throughput", __doc__)
     parser.add_argument("--size", type=int, default=224, help="model input size in pixels")
-    parser.add_argument("--images", type=int, default=60,
-                        help="real photos scored by `score` and written into the video for `stream`")
+    parser.add_argument("--images", type=int, default=120,
+                        help="real photos scored by `score` and written into the video for `stream` "
+                             "(at most the 118 CrackForest photos)")
     parser.add_argument("--repeats", type=int, default=5, help="rounds of bare, score and stream")
     parser.add_argument("--runs", type=int, default=50, help="bare invokes timed, over all rounds")
     parser.add_argument("--keras-images", type=int, default=20,
@@ -124,6 +125,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from edge.classifier import CrackClassifier
     from edge.preprocess import load_for_model
+    from edge.score import ScoreOptions
 
     mark = cpu_mark()
     info = machine_info()
@@ -134,7 +136,10 @@ def main(argv: list[str] | None = None) -> dict:
     model, paths = convert_models(args.size, work, calibration)
     video = video_from(photos, work / "photos.avi")
     result: dict = {"machine": info, "size": args.size, "photos": len(photos),
-                    "photo_source": str(photos[0].parent), "variants": {}}
+                    "photo_source": str(photos[0].parent),
+                    "score_settings": {"batch_size": ScoreOptions.batch_size,
+                                       "decode_workers": ScoreOptions.decode_workers},
+                    "variants": {}}
     for mode, path in paths.items():
         classifier = CrackClassifier(path, threads=info["threads"])
         figures = paired_figures(classifier, path, photos, video, info["threads"], args.repeats, args.runs)

@@ -23,7 +23,7 @@ from edge.classifier import CrackClassifier
 from edge.errors import ImageDecodeError, UserError
 from edge.file_inputs import expand_inputs
 from edge.preprocess import load_for_model
-from edge.score import scored_rows
+from edge.score import ScoreOptions, scored_rows
 from edge.tiling import TileGrid
 
 SYNTHETIC_SIZE = (480, 640)  # height, width of the generated photos and video frames
@@ -121,20 +121,23 @@ def pipeline_figures(rates: list[float], intervals_ms: list[float]) -> dict:
 
 
 def files_pipeline(classifier: CrackClassifier, paths: list[Path], repeats: int,
-                   workers: int = 2) -> dict:
-    """Images per second through score's pipeline (decode ahead in ``workers`` threads, one image
-    per invoke like the bare figure); p90 is of the time between consecutive rows."""
+                   workers: int = ScoreOptions.decode_workers,
+                   batch_size: int = ScoreOptions.batch_size) -> dict:
+    """Images per second through score's pipeline as `crack-edge score` runs it by default
+    (decode ahead in ``workers`` threads, ``batch_size`` images per invoke); p90 is of the time
+    between consecutive batches of rows."""
     rates, intervals = [], []
     for _ in range(repeats):
         started = last = time.perf_counter()
         count = 0
-        for rows in scored_rows(classifier, paths, TileGrid(), batch_size=1, workers=workers):
+        for rows in scored_rows(classifier, paths, TileGrid(), batch_size=batch_size, workers=workers):
             now = time.perf_counter()
             intervals.append((now - last) * 1000.0)
             last = now
             count += len(rows)
         rates.append(count / (time.perf_counter() - started))
-    return {**pipeline_figures(rates, intervals), "images": len(paths), "decode_workers": workers}
+    return {**pipeline_figures(rates, intervals), "images": len(paths), "decode_workers": workers,
+            "batch_size": batch_size}
 
 
 def video_pipeline(model: Path, video: Path, threads: int, repeats: int) -> dict:
