@@ -116,7 +116,7 @@ def test_load_for_model_gives_the_same_pixels_as_decode_then_resize(tmp_path, st
 
 
 def test_load_for_model_matches_on_a_real_photo(shared_data):
-    photo = sorted((shared_data / "crackforest" / "image").glob("*.jpg"))[0]
+    photo = min((shared_data / "crackforest" / "image").glob("*.jpg"))
     np.testing.assert_array_equal(load_for_model(photo, 224), resize_for_model(load_image(photo), 224))
 
 
