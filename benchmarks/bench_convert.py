@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     from convert.inspect_model import inspect_tflite
     from convert.options import parse_modes
     from convert.quantize import TFLiteConverterBackend, prepare_calibration
-    from edge.contract import write_json_atomic
+    from edge.atomic_files import write_json_atomic
     from edge.interpreter import default_thread_count, find_interpreter
 
     modes = parse_modes(args.modes)

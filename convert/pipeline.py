@@ -25,7 +25,7 @@ from convert.options import MODE_DESCRIPTIONS, SELECTIVE_MODE, ConvertOptions
 from convert.quantize import BACKENDS, ConversionError, TFLiteConverterBackend, input_is_raw_pixels
 from convert.source import check_run
 from edge.classifier import file_sha256, sidecar_path
-from edge.contract import write_bytes_atomic, write_json_atomic
+from edge.atomic_files import write_bytes_atomic, write_json_atomic
 from edge.errors import UserError
 
 EXIT_OK = 0

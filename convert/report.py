@@ -7,7 +7,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from edge.contract import write_bytes_atomic, write_json_atomic
+from edge.atomic_files import write_bytes_atomic, write_json_atomic
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"

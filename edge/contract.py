@@ -9,11 +9,10 @@ one sigmoid probability that the image shows a crack; ``threshold`` turns it int
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from edge.atomic_files import write_json_atomic
 from edge.errors import UserError
 
 CONTRACT_FILENAME = "contract.json"
@@ -108,29 +107,3 @@ class ModelContract:
         except json.JSONDecodeError as exc:
             raise UserError(f"model contract {path} is not valid JSON: {exc}") from None
         return cls.from_dict(data)
-
-
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)  # read once at import: os.umask can only be read by setting it
-
-
-def write_json_atomic(path: str | Path, data: dict) -> None:
-    """Write JSON to a temporary file beside ``path`` and rename it into place."""
-    write_bytes_atomic(path, (json.dumps(data, indent=2, sort_keys=False) + "\n").encode())
-
-
-def write_bytes_atomic(path: str | Path, payload: bytes) -> None:
-    """Write bytes so that ``path`` is either the old file or the complete new one, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; results get copied and shared
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise

@@ -22,7 +22,8 @@ import cv2
 import numpy as np
 
 from edge.classifier import file_sha256, sidecar_path
-from edge.contract import ModelContract, write_json_atomic
+from edge.contract import ModelContract
+from edge.atomic_files import write_json_atomic
 
 SIZE = 32
 THRESHOLD = 0.5

@@ -6,7 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.contract import ModelContract, write_bytes_atomic
+from edge.contract import ModelContract
+from edge.atomic_files import write_bytes_atomic
 from edge.errors import ImageDecodeError, UserError
 from edge.preprocess import decode_image, frame_to_rgb, load_for_model, load_image, resize_for_model
 
@@ -154,7 +155,7 @@ def test_atomic_writes_get_normal_permissions_not_mkstemps_0600(tmp_path):
     import os
     import stat
 
-    from edge.contract import _UMASK, write_json_atomic
+    from edge.atomic_files import _UMASK, write_json_atomic
 
     write_json_atomic(tmp_path / "metrics.json", {"accuracy": 1.0})
     write_bytes_atomic(tmp_path / "model.tflite", b"model")

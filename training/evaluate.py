@@ -14,7 +14,8 @@ import logging
 
 import numpy as np
 
-from edge.contract import ModelContract, write_json_atomic
+from edge.contract import ModelContract
+from edge.atomic_files import write_json_atomic
 from edge.metrics import best_f1_threshold, binary_report, threshold_for_recall
 from training.run_layout import RunLayout
 

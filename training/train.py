@@ -26,7 +26,7 @@ import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from edge.contract import write_json_atomic
+from edge.atomic_files import write_json_atomic
 from edge.errors import UserError
 from training.data import ScanResult, SplitFractions, scan
 from training.run_layout import SPLITS, RunLayout, open_run, read_split, write_split
