@@ -40,7 +40,7 @@ SETS = {
 
 
 def crack(*args: str) -> int:
-    command = [sys.executable, "-m", "training", *args]
+    command = [sys.executable, "-m", "convert", *args]  # `crack`
     print("$ crack " + " ".join(args), flush=True)
     return subprocess.run(command).returncode
 

@@ -178,7 +178,9 @@ def section() -> str:
                   f"delivers {pipeline['pipeline_first_pass_img_per_s']:.0f} images/s on the first "
                   f"pass (decoding) and {pipeline['pipeline_cached_img_per_s']:.0f} from its cache; "
                   f"the model trains on {pipeline['model_train_img_per_s']:.1f} images/s, so "
-                  "training never waits for data.", ""]
+                  + ("training never waits for data." if pipeline["first_pass_headroom"] > 1 else
+                     "the first pass is slower than training: it waits for data until the cache "
+                     "is full."), ""]
     scaling = load("scaling")
     if scaling:
         lines += scaling_lines(scaling)

@@ -159,14 +159,12 @@ class EventWriter:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._handle: IO[str] | None = self.path.open("a", encoding="utf-8")
-        self.written = 0
 
     def write(self, record: dict) -> None:
         if self._handle is None:
             raise ValueError(f"{self.path} is closed")
         self._handle.write(json.dumps(record) + "\n")
         self._handle.flush()
-        self.written += 1
 
     def close(self) -> None:
         if self._handle is not None:

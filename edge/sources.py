@@ -155,10 +155,6 @@ class OpenCVSource(FrameSource):
             self._capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # fewer stale frames queued in the driver
 
     @property
-    def fps(self) -> float:
-        return float(self._capture.get(cv2.CAP_PROP_FPS) or 0.0)
-
-    @property
     def frame_count(self) -> int:
         """Frames in a video file as its container says (0 when unknown or live)."""
         return max(int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0), 0)

@@ -23,9 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-import typer
-
-from edge.errors import UserError
+from edge.errors import EXIT_OK, EXIT_RUNTIME, UserError
 
 log = logging.getLogger("crack.edge")
 WINDOW = "crack-edge"
@@ -81,6 +79,11 @@ class StreamSummary:
     @property
     def fps(self) -> float:
         return self.frames / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def exit_code(self) -> int:
+        """0, or 1 when a live source could no longer be read (systemd's Restart=on-failure)."""
+        return EXIT_RUNTIME if self.stop_reason == "source closed" else EXIT_OK
 
     def line(self) -> str:
         return (f"stream: {self.frames} frames from {self.source} in {self.elapsed_s:.1f} s "
@@ -277,63 +280,3 @@ def run_stream(options: StreamOptions, stop: threading.Event | None = None,
         summary.stop_reason = flag.reason or "an error"
     log.info("stopped by %s", summary.stop_reason)
     return summary
-
-
-def setup_logging(verbose: bool) -> None:
-    """Log lines on stderr (the journal under systemd); DEBUG with --verbose."""
-    logger = logging.getLogger("crack.edge")
-    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
-    if not logging.getLogger().handlers and not logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        logger.addHandler(handler)
-
-
-def stream_command(
-    model: str = typer.Option(..., "--model", metavar="M.tflite",
-                              help="Converted model; its sidecar M.json (contract, sha256) is read if present."),
-    source: str = typer.Option(..., "--source", metavar="SRC",
-                               help="Camera index (0), /dev/videoN, video file, rtsp:// or http(s):// URL, "
-                                    "GStreamer pipeline ending in appsink (contains '!'), or picamera2 "
-                                    "(picamera2:WIDTHxHEIGHT to pick a size) for a Raspberry Pi camera."),
-    events: str | None = typer.Option(None, "--events", metavar="FILE.jsonl",
-                                      help="Append crack_start / crack_end events here, one JSON line each."),
-    snapshots: str | None = typer.Option(None, "--snapshots", metavar="DIR",
-                                         help="Save the annotated frame of each event start here as JPEG."),
-    threshold: float | None = typer.Option(None, "--threshold", show_default="the model's",
-                                           help="Probability at or above which a frame (tile) is a crack."),
-    tiles: str | None = typer.Option(None, "--tiles", metavar="RxC",
-                                     help="Score each frame as a grid of tiles; its probability is the max."),
-    tile_size: int | None = typer.Option(None, "--tile-size", metavar="PX", help="Square tiles of this size..."),
-    stride: int | None = typer.Option(None, "--stride", metavar="PX", help="...every this many pixels."),
-    min_frames: int = typer.Option(3, "--min-frames",
-                                   help="Consecutive crack frames that open an event, and clear frames that "
-                                        "close it."),
-    threads: int | None = typer.Option(None, "--threads", show_default="all cores", help="Interpreter threads."),
-    show: bool = typer.Option(False, "--show", help="Show the annotated stream in a window (needs a desktop "
-                                                    "and an OpenCV with GUI; q quits)."),
-    max_frames: int | None = typer.Option(None, "--max-frames", help="Stop after scoring this many frames."),
-    duration: float | None = typer.Option(None, "--duration", metavar="SECONDS",
-                                          help="Stop after this many seconds."),
-    reconnect_initial: float = typer.Option(0.5, "--reconnect-initial", metavar="SECONDS",
-                                            help="Wait after a failed attempt to reopen a lost live source; "
-                                                 "doubles after every further failure..."),
-    reconnect_max: float = typer.Option(10.0, "--reconnect-max", metavar="SECONDS",
-                                        help="...up to this wait."),
-    verbose: bool = typer.Option(False, "--verbose", help="Log every frame's probability."),
-) -> None:
-    """Watch a camera or stream: debounced crack events to JSONL, snapshots, reconnects.
-
-    Stops cleanly on Ctrl-C / SIGTERM, closing and writing an open event."""
-    setup_logging(verbose)
-    options = StreamOptions(
-        model=Path(model), source=source, threads=threads, threshold=threshold, tiles=tiles,
-        tile_size=tile_size, stride=stride, min_frames=min_frames,
-        events=Path(events) if events else None, snapshots=Path(snapshots) if snapshots else None,
-        show=show, max_frames=max_frames, duration=duration, reconnect_initial=reconnect_initial,
-        reconnect_max=reconnect_max, verbose=verbose,
-    )
-    summary = run_stream(options)
-    typer.echo(summary.line())
-    if summary.stop_reason == "source closed":  # a live source that can no longer be read:
-        raise typer.Exit(1)  # non-zero, so that systemd's Restart=on-failure starts it again

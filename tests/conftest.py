@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,8 @@ DARK_THRESHOLD = 0.5
 
 
 def shared_data_dir() -> Path:
-    """../shared/data; a test that needs it fails when CI=true and it is missing, else skips."""
+    """../shared/data; a test that needs it fails when CI=true and it is missing, else skips.
+    The one place that decides this: tests take the ``shared_data`` fixture."""
     if not SHARED_DATA.is_dir():
         message = f"shared data not found at {SHARED_DATA}"
         if os.environ.get("CI", "").lower() == "true":
@@ -28,6 +28,16 @@ def shared_data_dir() -> Path:
 @pytest.fixture
 def shared_data() -> Path:
     return shared_data_dir()
+
+
+def run_crack(*args: str):
+    """`crack ARGS` in this process (typer's CliRunner): exit_code, output. For checks of what a
+    user sees on the terminal, and of tracebacks, run the installed command as a subprocess."""
+    from typer.testing import CliRunner
+
+    from convert.crack_cli import app
+
+    return CliRunner().invoke(app, list(args), catch_exceptions=False)
 
 
 def darkness_model(size: int = EDGE_SIZE):
@@ -49,19 +59,13 @@ def darkness_model(size: int = EDGE_SIZE):
 def edge_models(tmp_path_factory) -> dict[str, Path]:
     """fp32 and full-int8 .tflite files with sidecars, made by the real `crack convert`."""
     from convert.testing import grey, write_run
-    from training.cli import main
 
     run = tmp_path_factory.mktemp("edge-models") / "darkness"
     levels = [10, 40, 70, 100, 120, 140, 160, 190, 220, 250]
     items = [(grey(EDGE_SIZE, level), int(level < 128)) for level in levels]
     write_run(run, darkness_model(), {"train": items, "val": items, "test": items},
               threshold=DARK_THRESHOLD)
-    saved, sys.argv = sys.argv, ["crack", "convert", "--run", str(run), "--modes", "fp32,int8",
-                                 "--latency-runs", "2", "--max-drop", "100", "--no-recover"]
-    try:
-        main()
-    except SystemExit as exit_:
-        assert not exit_.code, f"crack convert failed with {exit_.code}"
-    finally:
-        sys.argv = saved
+    result = run_crack("convert", "--run", str(run), "--modes", "fp32,int8", "--latency-runs", "2",
+                       "--max-drop", "100", "--no-recover")
+    assert result.exit_code == 0, f"crack convert failed with {result.exit_code}: {result.output}"
     return {mode: run / "tflite" / f"model_{mode}.tflite" for mode in ("fp32", "int8")}

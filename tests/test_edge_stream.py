@@ -18,12 +18,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from conftest import PROJECT
 from edge.events import Debouncer, EventWriter, Observation
-from edge.stream import StreamOptions, run_stream, stream_command
+from edge.cli import app
+from edge.stream import StreamOptions, run_stream
 from edge_models import crack_frame, grey_frame, line_model_path, write_video
 
 WAIT = 60.0  # upper bound for waiting on a thread or a subprocess; never a measured duration
@@ -195,9 +195,7 @@ def test_threshold_override_and_min_frames(crack_video, tmp_path):
 
 
 def test_stream_command_through_typer(crack_video, tmp_path):
-    app = typer.Typer()
-    app.command()(stream_command)
-    result = CliRunner().invoke(app, ["--model", str(line_model_path()), "--source", str(crack_video),
+    result = CliRunner().invoke(app, ["stream", "--model", str(line_model_path()), "--source", str(crack_video),
                                       "--events", str(tmp_path / "e.jsonl"), "--tiles", "1x2",
                                       "--min-frames", "2", "--max-frames", "30"])
     assert result.exit_code == 0, result.output

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
 import cv2
@@ -18,21 +17,10 @@ from training.patches import PatchOptions, cut_patches
 STEMS = ["001", "040", "084", "102", "118"]
 
 
-def shared_data() -> Path:
-    """../shared/data; fails when CI=true and it is missing, skips otherwise."""
-    path = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-    if not path.is_dir():
-        message = f"shared data not found at {path}"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
-
-
 @pytest.mark.shared_data
 @pytest.mark.parametrize("size,stride", [(96, 48), (64, 32)])
-def test_crackforest_patch_labels_agree_with_the_masks(tmp_path, size, stride):
-    source = shared_data() / "crackforest"
+def test_crackforest_patch_labels_agree_with_the_masks(tmp_path, shared_data, size, stride):
+    source = shared_data / "crackforest"
     for sub, ext in (("image", ".jpg"), ("mask", ".png")):
         (tmp_path / sub).mkdir()
         for stem in STEMS:

@@ -1,4 +1,7 @@
-"""The `crack` command: data preparation, training, prediction and conversion.
+"""The training commands of `crack`: data preparation, training, prediction.
+
+`crack convert` sits one layer up (convert/cli.py) and the whole `crack` command is assembled in
+convert/crack_cli.py, so training never imports convert.
 
 Heavy imports (TensorFlow) happen inside the commands so that `crack --help` is instant.
 Every command turns a UserError into a one-line message and exit code 2.
@@ -8,6 +11,7 @@ from __future__ import annotations
 
 import typer
 
+from edge.cli_main import run_app, version_callback
 from edge.errors import UserError
 
 app = typer.Typer(
@@ -15,6 +19,13 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=version_callback,
+                                       is_eager=True, help="Print the crackkit version and exit.")
+          ) -> None:
+    """Crack / no-crack classifier: make data, train ResNet50V2, predict, convert to TFLite."""
 data_app = typer.Typer(help="Make or prepare labelled image folders.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
@@ -171,18 +182,10 @@ def predict_command(
     typer.echo(f"scored {scored} image(s), {failed} unreadable; wrote {options.out}")
 
 
-# `crack convert`: options in convert/cli.py, TensorFlow imported only when it runs.
-from convert.cli import convert_command  # noqa: E402
-
-app.command("convert")(convert_command)
-
-
 def main() -> None:
+    """`python -m training`: the training commands alone (the full `crack`, with `convert`, is
+    assembled one layer up, in convert/crack_cli.py)."""
     import os
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
-    try:
-        app()
-    except UserError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise SystemExit(2) from None
+    run_app(app, "crack")

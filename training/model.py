@@ -14,12 +14,12 @@ Weights (``--weights``): ``imagenet`` (Keras cache, downloaded when online), a l
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge.errors import UserError
+from edge.errors import UserError, first_line
 
-BASE_NAME = "resnet50v2"
 IMAGENET_NOTOP_FILE = "resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5"
 IMAGENET_URL = ("https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
                 + IMAGENET_NOTOP_FILE)
@@ -83,7 +83,7 @@ def build_classifier(img_size: int, weights: str = "auto"):
             model.load_weights(result.used)
         except Exception as exc:
             raise UserError(f"cannot load {result.used} into this model (same --img-size?): "
-                            f"{_first_line(exc)}") from None
+                            f"{first_line(exc)}") from None
     return model, base, result
 
 
@@ -97,7 +97,7 @@ def _base_with_weights(img_size: int, weights: str):
         try:
             return build_base(img_size, "imagenet"), WeightsResult(requested, "imagenet", None)
         except Exception as exc:  # offline: URL fetch failure; corrupt cache: h5 error
-            reason = _first_line(exc)
+            reason = first_line(exc)
             if lowered == "imagenet":
                 raise UserError(f"cannot load ImageNet weights ({reason}); "
                                 f"{imagenet_weights_hint()}") from None
@@ -115,7 +115,7 @@ def _base_with_weights(img_size: int, weights: str):
     except Exception as exc:
         raise UserError(f"cannot load weights file {path} into ResNet50V2 (expected the "
                         f"include_top=False weights, e.g. {IMAGENET_NOTOP_FILE}): "
-                        f"{_first_line(exc)}") from None
+                        f"{first_line(exc)}") from None
 
 
 def unfreeze_from(base, fine_tune_at: int | str | None) -> int:
@@ -150,6 +150,18 @@ def parameter_counts(model) -> dict[str, int]:
     return {"total": trainable + frozen, "trainable": trainable, "non_trainable": frozen}
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
+def load_weights_quietly(model, path: Path) -> None:
+    """Load a checkpoint's weights; the optimizer state saved beside them is not wanted here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        model.load_weights(path)
+
+
+def save_for_inference(model, path: Path) -> None:
+    """model.keras with the architecture and weights but not Adam's two moments per weight (which
+    would triple the file): it is for evaluation, `crack convert` and `crack predict`; --resume
+    continues from the backup, not from this file. Rebuilt from its config rather than with
+    keras.models.clone_model, which (Keras 3.15) copies the compiled optimizer along."""
+    inference = model.__class__.from_config(model.get_config())
+    inference.set_weights(model.get_weights())
+    inference.save(path)

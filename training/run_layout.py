@@ -11,7 +11,9 @@ runs/NAME/
   history.csv            per-epoch loss and metrics of both phases
   train.log              the run's log, including skipped files
   splits/{train,val,test}.csv   columns path,label (label 1 = crack); absolute paths
-  checkpoints/           last and best checkpoints for --resume
+  checkpoints/           for --resume: backup_{head,fine_tune}/ (BackupAndRestore, the last
+                         finished epoch), best.weights.h5 (best validation loss so far),
+                         head_done.weights.h5 (the weights after phase 1)
   tensorboard/           TensorBoard logs
   plots/                 PNG figures
   tflite/                written by `crack convert`
@@ -81,6 +83,18 @@ class RunLayout:
     @property
     def checkpoints(self) -> Path:
         return self.root / "checkpoints"
+
+    def backup(self, phase: str) -> Path:
+        """BackupAndRestore's folder for one training phase."""
+        return self.checkpoints / f"backup_{phase}"
+
+    @property
+    def best_weights(self) -> Path:
+        return self.checkpoints / "best.weights.h5"
+
+    @property
+    def head_weights(self) -> Path:
+        return self.checkpoints / "head_done.weights.h5"
 
     @property
     def tensorboard(self) -> Path:

@@ -1,0 +1,3 @@
+from convert.crack_cli import main
+
+main()

@@ -1,0 +1,161 @@
+"""Named metadata buffers inside a .tflite file: where a model carries its own contract.
+
+A .tflite file is a FlatBuffer whose root ``Model`` table has a ``metadata`` vector of
+``{name, buffer}`` entries, each naming one of the model's ``buffers`` (TFLite's schema.fbs).
+crackkit stores its model card (``edge.contract.ModelCard``, JSON, UTF-8) under ``CONTRACT_KEY``.
+
+Reading needs only the ``flatbuffers`` package (no TensorFlow, no generated schema): the few
+fields used are read by their vtable slots below, from a read-only memory map, so a 100 MB model
+is not copied into memory. Writing rebuilds the model with the schema's object API shipped in
+``ai_edge_litert`` (or TensorFlow), keeping every buffer 16-byte aligned as schema.fbs asks.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+from pathlib import Path
+
+import flatbuffers
+from flatbuffers import number_types
+
+from edge.errors import UserError
+
+CONTRACT_KEY = "crackkit.contract"
+FILE_IDENTIFIER = b"TFL3"
+BUFFER_ALIGNMENT = 16  # schema.fbs: Buffer.data (force_align: 16)
+
+# vtable slots (4 + 2 * field index in schema.fbs)
+_MODEL_BUFFERS = 12  # Model.buffers, field 4
+_MODEL_METADATA = 16  # Model.metadata, field 6
+_METADATA_NAME = 4  # Metadata.name, field 0
+_METADATA_BUFFER = 6  # Metadata.buffer, field 1
+_BUFFER_DATA = 4  # Buffer.data, field 0
+_BUFFER_OFFSET = 6  # Buffer.offset, field 1 (data stored after the flatbuffer, models > 2 GB)
+_BUFFER_SIZE = 8  # Buffer.size, field 2
+
+
+def _root(buf) -> flatbuffers.table.Table:
+    if len(buf) < 8 or bytes(buf[4:8]) != FILE_IDENTIFIER:
+        raise ValueError("no TFL3 file identifier")
+    position = flatbuffers.encode.Get(number_types.UOffsetTFlags.packer_type, buf, 0)
+    return flatbuffers.table.Table(buf, position)
+
+
+def _vector_tables(table: flatbuffers.table.Table, slot: int) -> list[flatbuffers.table.Table]:
+    offset = table.Offset(slot)
+    if not offset:
+        return []
+    start, count = table.Vector(offset), table.VectorLen(offset)
+    return [flatbuffers.table.Table(table.Bytes, table.Indirect(start + 4 * i)) for i in range(count)]
+
+
+def _buffer_bytes(buf, buffer: flatbuffers.table.Table) -> bytes:
+    offset = buffer.Offset(_BUFFER_DATA)
+    if offset:
+        start = buffer.Vector(offset)
+        return bytes(buf[start:start + buffer.VectorLen(offset)])
+    where = buffer.Offset(_BUFFER_OFFSET)
+    if where:  # stored outside the flatbuffer, at an absolute file offset
+        first = buffer.Get(number_types.Uint64Flags, buffer.Pos + where)
+        size = buffer.Get(number_types.Uint64Flags, buffer.Pos + buffer.Offset(_BUFFER_SIZE))
+        if first + size > len(buf):
+            raise ValueError("a buffer lies past the end of the file")
+        return bytes(buf[first:first + size])
+    return b""
+
+
+def metadata_entries(buf) -> dict[str, bytes]:
+    """Every named metadata buffer of a .tflite flatbuffer (bytes, bytearray or mmap)."""
+    model = _root(buf)
+    buffers = _vector_tables(model, _MODEL_BUFFERS)
+    entries: dict[str, bytes] = {}
+    for entry in _vector_tables(model, _MODEL_METADATA):
+        name_offset = entry.Offset(_METADATA_NAME)
+        name = entry.String(entry.Pos + name_offset).decode("utf-8", "replace") if name_offset else ""
+        slot = entry.Offset(_METADATA_BUFFER)
+        index = entry.Get(number_types.Uint32Flags, entry.Pos + slot) if slot else 0
+        if index >= len(buffers):
+            raise ValueError(f"metadata {name!r} names buffer {index} of {len(buffers)}")
+        entries[name] = _buffer_bytes(buf, buffers[index])
+    return entries
+
+
+def read_metadata(path: str | Path) -> dict[str, bytes]:
+    """The named metadata buffers of the .tflite file at ``path``; UserError if it is no model."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as view:
+            return metadata_entries(view)
+    except (ValueError, IndexError, OverflowError, UnicodeDecodeError, __import__("struct").error) as exc:
+        raise UserError(f"{path} is not a TFLite model ({exc})") from None
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def read_embedded_card_json(path: str | Path):
+    """The parsed JSON under CONTRACT_KEY, or None when the model has none."""
+    payload = read_metadata(path).get(CONTRACT_KEY)
+    if payload is None:
+        return None
+    try:
+        return json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"the contract embedded in {Path(path).name} is not UTF-8 JSON: {exc}") from None
+
+
+# --- writing ----------------------------------------------------------------------------------------
+
+def _schema():
+    try:
+        from ai_edge_litert import schema_py_generated as schema
+    except ImportError:  # pragma: no cover - a TensorFlow build machine without LiteRT
+        from tensorflow.lite.python import schema_py_generated as schema
+    return schema
+
+
+def with_metadata(content: bytes, entries: dict[str, bytes]) -> bytes:
+    """A copy of the .tflite ``content`` with each named metadata buffer set (replaced when it
+    exists). The model's graph and weights are unchanged."""
+    schema = _schema()
+    model = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
+    model.metadata = [m for m in (model.metadata or [])
+                      if (m.name.decode() if isinstance(m.name, bytes) else m.name) not in entries]
+    model.buffers = model.buffers or []
+    for name, payload in entries.items():
+        buffer = schema.BufferT()
+        buffer.data = bytearray(payload)
+        model.buffers.append(buffer)
+        entry = schema.MetadataT()
+        entry.name = name
+        entry.buffer = len(model.buffers) - 1
+        model.metadata.append(entry)
+    _align_buffers(schema, model)
+    builder = flatbuffers.Builder(len(content) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=FILE_IDENTIFIER)
+    return bytes(builder.Output())
+
+
+def _align_buffers(schema, model) -> None:
+    """Make every buffer pack its data 16-byte aligned (the generated Python code ignores the
+    schema's force_align)."""
+
+    class AlignedBuffer(schema.BufferT):
+        def Pack(self, builder):  # noqa: N802 - the generated API's name
+            data = None
+            if self.data is not None and len(self.data):
+                payload = bytes(memoryview(self.data).cast("B")) if not isinstance(self.data, list) \
+                    else bytes(self.data)
+                builder.StartVector(1, len(payload), BUFFER_ALIGNMENT)
+                builder.head -= len(payload)
+                builder.Bytes[builder.head:builder.head + len(payload)] = payload
+                data = builder.EndVector()
+            schema.BufferStart(builder)
+            if data is not None:
+                schema.BufferAddData(builder, data)
+            schema.BufferAddOffset(builder, self.offset)
+            schema.BufferAddSize(builder, self.size)
+            return schema.BufferEnd(builder)
+
+    for buffer in model.buffers:
+        buffer.__class__ = AlignedBuffer
