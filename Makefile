@@ -18,12 +18,13 @@ NAME     ?=
 # The accuracy gate of `crack convert` in percentage points; empty: the converter's own default.
 MAX_DROP ?=
 
-.PHONY: setup train convert test test-fast bench demo-data clean help
+.PHONY: setup train convert test test-fast test-integration bench demo-data clean help
 
 help:
 	@echo "make train convert   train on DATA (default: generated demo data) and convert runs/latest to TFLite"
 	@echo "make test            run the whole test suite (what CI runs)"
 	@echo "make test-fast       the tests not marked slow (no ResNet50V2 builds), for quick loops"
+	@echo "make test-integration  tests against a real MQTT broker and headless Chromium (CI runs both)"
 	@echo "make bench           run the benchmarks (slow; see benchmarks/README.md)"
 	@echo "overrides: DATA=dir EPOCHS=n IMG_SIZE=px WEIGHTS=auto|imagenet|none|file RUN=runs/NAME MAX_DROP=pp"
 
@@ -33,7 +34,7 @@ $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements.lock
-	$(BIN)/pip install --quiet --no-build-isolation -c requirements.lock -e ".[train,test]"
+	$(BIN)/pip install --quiet --no-build-isolation -c requirements.lock -e ".[train,test,mqtt]"
 	touch $(STAMP)
 
 $(DEMO_DIR)/.complete: | $(STAMP)
@@ -49,10 +50,14 @@ convert: setup
 	$(BIN)/crack convert --run $(RUN) $(if $(MAX_DROP),--max-drop $(MAX_DROP),)
 
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not integration"
 
 test-fast: setup
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -m "not slow and not integration"
+
+# Tests against real outside programs (an MQTT broker, headless Chromium): .ci/run installs them.
+test-integration: setup
+	$(BIN)/python -m pytest -m integration
 
 bench: setup
 	$(BIN)/python -m benchmarks.run_all

@@ -9,7 +9,8 @@
 #
 # Environment overrides:
 #   ARM64_ROOT    where the arm64 userland lives (default /var/cache/crackkit-arm64/bookworm)
-#   ARM64_SUITE   Debian suite (default bookworm: Python 3.11)
+#   ARM64_SUITE   Debian suite (default bookworm: Python 3.11; trixie: Python 3.13). Results go to
+#                 benchmarks/results/arm64.json, or arm64_SUITE.json for another suite
 #   ARM64_MIRROR  Debian mirror (default http://deb.debian.org/debian)
 #   PYTHON        the build machine's Python with crackkit installed (default .venv/bin/python)
 # Further arguments go to benchmarks/check_arm64.py (e.g. --run runs/NAME, --photos N).
@@ -99,6 +100,13 @@ mount_chroot() {
 }
 
 in_chroot() { chroot "$ROOT" /usr/bin/env -i HOME=/root LANG=C.UTF-8 PATH=/usr/bin:/bin "$@"; }
+# pip in the chroot trusts what this machine trusts: a site that re-signs TLS with its own CA has
+# added it to the host's bundle, not to the fresh userland's.
+HOST_CA=/etc/ssl/certs/ca-certificates.crt
+CHROOT_CA=/etc/ssl/certs/crackkit-host-ca.crt
+pip_in_chroot() {
+    in_chroot PIP_CERT="$CHROOT_CA" PIP_DISABLE_PIP_VERSION_CHECK=1 "$VENV/bin/pip" "$@"
+}
 
 install_edge_runner() {
     # Same versions as the build machine, so that what differs is the CPU and its kernels.
@@ -107,9 +115,16 @@ install_edge_runner() {
         | grep -iE '^(numpy|opencv-python-headless|ai-edge-litert|typer|rich|flatbuffers)==' \
         > "$constraints" || true
     [ -x "$ROOT$VENV/bin/python" ] || in_chroot /usr/bin/python3 -m venv "$VENV"
+    cp -L "$HOST_CA" "$ROOT$CHROOT_CA"
     cp "$PROJECT/edge/requirements.txt" "$WORK/requirements.txt"
-    in_chroot "$VENV/bin/pip" install --quiet --disable-pip-version-check --only-binary=:all: \
-        -r "$WORK/requirements.txt" -c "$constraints"
+    local installed=$ROOT$VENV/.crackkit-requirements  # what the last install was asked for
+    if ! cat "$WORK/requirements.txt" "$constraints" | cmp -s - "$installed"; then
+        if ! pip_in_chroot install --quiet --only-binary=:all: -r "$WORK/requirements.txt" -c "$constraints"; then
+            say "no aarch64 wheels for this machine's exact versions; installing the newest that fit"
+            pip_in_chroot install --quiet --only-binary=:all: -r "$WORK/requirements.txt"
+        fi
+        cat "$WORK/requirements.txt" "$constraints" > "$installed"
+    fi
     # The project's code, copied fresh each run (an editable install would write into the shared
     # checkout); reinstalled only when pyproject.toml changed.
     rm -rf "$ROOT$SOURCE.new"
@@ -125,7 +140,7 @@ install_edge_runner() {
     rm -rf "$ROOT$SOURCE"
     mv "$ROOT$SOURCE.new" "$ROOT$SOURCE"
     if [ $need_install = 1 ]; then
-        in_chroot "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps -e "$SOURCE"
+        pip_in_chroot install --quiet --no-deps -e "$SOURCE"
     fi
 }
 
@@ -139,7 +154,9 @@ mount_chroot
 stage "edge runner in the arm64 userland ($VENV)"; install_edge_runner; stage_done
 stage "compare arm64 with $(uname -m)"
 set +e
-"$HOST_PYTHON" -m benchmarks.check_arm64 --root "$ROOT" --venv "$VENV" --work "$WORK" --data "$DATA" "$@"
+RESULTS=$PROJECT/benchmarks/results/arm64$([ "$SUITE" = bookworm ] || echo "_$SUITE").json
+"$HOST_PYTHON" -m benchmarks.check_arm64 --root "$ROOT" --venv "$VENV" --work "$WORK" --data "$DATA" \
+    --results "$RESULTS" "$@"
 status=$?
 set -e
 stage_done

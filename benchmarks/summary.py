@@ -155,7 +155,25 @@ def edge_lines(edge: dict) -> list[str]:
                  f"rounds per variant; single rounds range from {min(round_ratios):.2f} to "
                  f"{max(round_ratios):.2f} because this machine's own speed drifts (bare invoke "
                  f"{drift} from round to round).")
+    limited = {mode: v for mode, v in edge["variants"].items() if "stream_limit_ratio" in v}
+    if limited:
+        target = edge["stream_limit_target"]
+        text += (f" `stream` decodes and prepares each frame on its capture thread while the "
+                 f"interpreter invokes; its limit is the bare invoke time plus that work spread over "
+                 f"the {edge['machine']['cores']} cores, and it reaches "
+                 + ", ".join(f"{mode} {v['stream_limit_ratio']:.2f}" for mode, v in limited.items())
+                 + f" of it (target at least {target:.2f}: "
+                 f"{'met' if min(v['stream_limit_ratio'] for v in limited.values()) >= target else 'not met everywhere'}).")
     return lines + ["", text, ""]
+
+
+def preview_lines(preview: dict) -> list[str]:
+    verdict = "met" if preview["ratio"] >= preview["target"] else "not met"
+    return [f"Live preview: `stream --serve` with one viewer reading `/stream.mjpg` runs at "
+            f"{preview['fps_viewer']:.1f} frames per second against {preview['fps_none']:.1f} with none "
+            f"({preview['ratio']:.2f}; target at least {preview['target']:.2f}: {verdict}), "
+            f"{preview['model']}, medians of {len(preview['rounds'])} paired rounds. "
+            f"Machine: {describe_machine(preview['machine'])}.", ""]
 
 
 def section() -> str:
@@ -167,6 +185,9 @@ def section() -> str:
     edge = load("edge_throughput")
     if edge:
         lines += edge_lines(edge)
+    preview = load("preview_viewer")
+    if preview:
+        lines += preview_lines(preview)
     for path in conversion_results():
         lines += conversion_lines(json.loads(path.read_text()), path)
     for name in ("surface_crack", "crackforest"):

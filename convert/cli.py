@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import typer
 
-from convert.options import (DEFAULT_BACKEND, DEFAULT_CALIBRATION_SIZE, DEFAULT_LATENCY_RUNS,
-                             DEFAULT_MAX_DROP, MODES)
+from convert.gate import DEFAULT_MAX_DROP, DEMO_MAX_DROP
+from convert.modes import MODES
+from convert.options import DEFAULT_CALIBRATION_SIZE, DEFAULT_LATENCY_RUNS, DEFAULT_REFERENCE_IMAGES
 
 
 def convert_command(
@@ -21,8 +22,9 @@ def convert_command(
     calibration_dir: str | None = typer.Option(
         None, "--calibration-dir", metavar="DIR",
         help="Calibrate on images (e.g. deployment-camera frames) from this folder instead."),
-    max_drop: float = typer.Option(
-        DEFAULT_MAX_DROP, "--max-drop", metavar="PP",
+    max_drop: float | None = typer.Option(
+        None, "--max-drop", metavar="PP",
+        show_default=f"{DEFAULT_MAX_DROP:g}, {DEMO_MAX_DROP:g} for runs on the generated demo data",
         help="Largest allowed loss vs Keras, in percentage points of accuracy and of F1."),
     recover: bool = typer.Option(
         True, "--recover/--no-recover",
@@ -31,7 +33,9 @@ def convert_command(
                                      help="Single-image invokes timed per variant."),
     threads: int | None = typer.Option(None, "--threads", show_default="all cores",
                                        help="Interpreter threads for evaluation and latency."),
-    backend: str = typer.Option(DEFAULT_BACKEND, "--backend", help="Conversion backend."),
+    reference_images: int = typer.Option(
+        DEFAULT_REFERENCE_IMAGES, "--reference-images",
+        help="Test images scored with the slow reference kernels (0: skip them)."),
     seed: int = typer.Option(0, "--seed", help="Which training images are drawn for calibration."),
 ) -> None:
     """Convert a run to TFLite (fp32, fp16, dynamic, int8), check each against Keras, report."""
@@ -43,7 +47,8 @@ def convert_command(
     options = ConvertOptions(
         run=Path(run), modes=parse_modes(modes), calibration_size=calibration_size,
         calibration_dir=Path(calibration_dir) if calibration_dir else None, max_drop=max_drop,
-        recover=recover, latency_runs=latency_runs, threads=threads, backend=backend, seed=seed)
+        recover=recover, latency_runs=latency_runs, threads=threads, seed=seed,
+        reference_images=reference_images)
     code = run_convert(options)
     if code:
         raise typer.Exit(code)

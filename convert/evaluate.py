@@ -1,8 +1,9 @@
 """Score the Keras model and every TFLite variant on the same decoded test images.
 
-The Keras model runs in TensorFlow; TFLite variants run only through ``edge.classifier.
-CrackClassifier`` (the LiteRT wrapper the device uses), so the numbers here are what the edge
-runner will produce. Labels come from one threshold, the run's contract threshold, for all.
+The Keras model runs in TensorFlow (``training.keras_inference``); TFLite variants run only
+through ``edge.classifier.CrackClassifier`` (the LiteRT wrapper the device uses), with a chosen
+kernel set, so the numbers here are what the edge runner will produce. Labels come from one
+threshold, the run's contract threshold, for all.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.metrics import binary_report, predict_labels
 from edge.classifier import CrackClassifier
-from edge.interpreter import default_thread_count
+from edge.contract import ModelContract
+from edge.interpreter import DEFAULT_KERNELS, default_thread_count
+from edge.metrics import binary_report, predict_labels
 
 BATCH_SIZE = 32
 WARMUP_RUNS = 2
@@ -23,26 +25,20 @@ WARMUP_RUNS = 2
 COLLAPSE_STD_RATIO = 0.1
 
 
-def keras_probabilities(model, images: np.ndarray) -> np.ndarray:
-    if len(images) == 0:
-        return np.zeros((0,), np.float32)
-    outputs = model.predict(images.astype(np.float32), batch_size=BATCH_SIZE, verbose=0)
-    return np.asarray(outputs, dtype=np.float32).reshape(len(images))
-
-
-def tflite_probabilities(model_path: str | Path, images: np.ndarray, threads: int | None = None
-                         ) -> np.ndarray:
-    classifier = CrackClassifier(model_path, threads=threads or default_thread_count())
+def tflite_probabilities(model_path: str | Path, images: np.ndarray, contract: ModelContract,
+                         threads: int | None = None, kernels: str = DEFAULT_KERNELS) -> np.ndarray:
+    classifier = CrackClassifier(model_path, threads=threads or default_thread_count(),
+                                 contract=contract, kernels=kernels)
     chunks = [classifier.predict(images[start:start + BATCH_SIZE])
               for start in range(0, len(images), BATCH_SIZE)]
     return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros((0,), np.float32)
 
 
-def measure_latency(model_path: str | Path, images: np.ndarray, runs: int,
-                    threads: int | None = None, backend=None) -> dict:
+def measure_latency(model_path: str | Path, images: np.ndarray, runs: int, contract: ModelContract,
+                    threads: int | None = None) -> dict:
     """Single-image latency (preprocessed image in, probability out) through CrackClassifier."""
     threads = threads or default_thread_count()
-    classifier = CrackClassifier(model_path, threads=threads, backend=backend)
+    classifier = CrackClassifier(model_path, threads=threads, contract=contract)
     for i in range(WARMUP_RUNS):
         classifier.predict_one(images[i % len(images)])
     times = []

@@ -1,15 +1,28 @@
-"""The accuracy gate: a variant may lose at most ``max_drop`` percentage points of accuracy and of
-F1 against the Keras model on the same test images; a collapsed variant, a conversion error, or a
-full int8 model that is not integer-only also fails. Then: which variant to deploy.
+"""The accuracy gate, a pure function of a variant's result: a variant may lose at most
+``max_drop`` percentage points of accuracy and of F1 against the Keras model on the same test
+images, under the worst kernel set evaluated on the whole test split; a collapsed variant, a
+conversion error, or a full int8 model that is not integer-only also fails. Then: which variant to
+deploy, and the default ``--max-drop`` for a run.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import json
+from pathlib import Path
+
+from convert.modes import MODE_TABLE
+from convert.variant import GateResult, VariantResult
+from training.demo_data import COMPLETE_MARKER
+from training.run_layout import RunLayout, read_split
 
 # Drops are rounded to this many decimals before the comparison so that 1.0 - 0.8 (which is
 # 0.19999999999999996 in binary) counts as exactly 20 points.
 _DECIMALS = 9
+DEFAULT_MAX_DROP = 1.0
+# Runs trained on the generated demo data: a short from-scratch model on a small test split (one
+# image of 90 is 1.1 pp) that is unsure of many images. The issue "Model quality where users are"
+# is to make this unnecessary; then this constant goes.
+DEMO_MAX_DROP = 10.0
 
 
 def drop_pp(reference: float, value: float) -> float:
@@ -17,45 +30,67 @@ def drop_pp(reference: float, value: float) -> float:
     return round((reference - value) * 100.0, _DECIMALS)
 
 
-@dataclass
-class GateResult:
-    passed: bool
-    max_drop_pp: float
-    accuracy_drop_pp: float | None = None
-    f1_drop_pp: float | None = None
-    reasons: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def check_variant(keras_metrics: dict, variant_metrics: dict | None, comparison: dict | None,
-                  max_drop: float, *, must_be_integer_only: bool = False,
-                  integer_only: bool | None = None, error: str | None = None) -> GateResult:
-    result = GateResult(passed=True, max_drop_pp=max_drop)
-    if error is not None or variant_metrics is None:
-        result.passed = False
-        result.reasons.append(f"conversion or evaluation failed: {error or 'no metrics'}")
-        return result
-    result.accuracy_drop_pp = drop_pp(keras_metrics["accuracy"], variant_metrics["accuracy"])
-    result.f1_drop_pp = drop_pp(keras_metrics["f1"], variant_metrics["f1"])
-    if result.accuracy_drop_pp > max_drop:
-        result.reasons.append(f"accuracy drops {result.accuracy_drop_pp:.2f} pp (limit {max_drop:g})")
-    if result.f1_drop_pp > max_drop:
-        result.reasons.append(f"F1 drops {result.f1_drop_pp:.2f} pp (limit {max_drop:g})")
-    if comparison is not None and comparison.get("collapsed"):
-        result.reasons.append(
-            "collapsed: probabilities barely vary across images "
-            f"(std {comparison.get('std_ratio', 0) or 0:.3f} x the Keras model's; TF issue 40183)")
-    if must_be_integer_only and integer_only is False:
-        result.reasons.append("not integer-only (float tensors or non-builtin ops present)")
-    result.passed = not result.reasons
-    return result
+def check_variant(keras_metrics: dict, variant: VariantResult, max_drop: float) -> GateResult:
+    if variant.error is not None:
+        return GateResult(False, max_drop, reasons=(f"conversion or evaluation failed: {variant.error}",))
+    whole = [e for e in variant.evaluations if e.whole_split]
+    if not whole:
+        return GateResult(False, max_drop, reasons=("not evaluated on the whole test split",))
+    drops = {e.kernels: (drop_pp(keras_metrics["accuracy"], e.metrics["accuracy"]),
+                         drop_pp(keras_metrics["f1"], e.metrics["f1"])) for e in whole}
+    worst = max(drops, key=lambda kernels: max(drops[kernels]))
+    accuracy_drop = max(drop[0] for drop in drops.values())
+    f1_drop = max(drop[1] for drop in drops.values())
+    on = f" ({worst} kernels)" if len(whole) > 1 else ""
+    reasons = []
+    if accuracy_drop > max_drop:
+        reasons.append(f"accuracy drops {accuracy_drop:.2f} pp{on} (limit {max_drop:g})")
+    if f1_drop > max_drop:
+        reasons.append(f"F1 drops {f1_drop:.2f} pp{on} (limit {max_drop:g})")
+    for evaluation in whole:
+        comparison = evaluation.comparison
+        if comparison.get("collapsed"):
+            reasons.append(
+                "collapsed: probabilities barely vary across images "
+                f"(std {comparison.get('std_ratio') or 0:.3f} x the Keras model's, {evaluation.kernels} "
+                "kernels; TF issue 40183)")
+            break
+    if MODE_TABLE[variant.mode].must_be_integer_only and variant.details and not variant.details.integer_only:
+        reasons.append("not integer-only (float tensors or non-builtin ops present)")
+    return GateResult(not reasons, max_drop, accuracy_drop, f1_drop, worst, tuple(reasons))
 
 
-def recommend(variants: list[dict]) -> str | None:
-    """The smallest variant (by file size) that passed the gate, or None."""
-    passed = [v for v in variants if v.get("gate", {}).get("passed") and v.get("size_bytes")]
+def recommend(variants: list[VariantResult]) -> str | None:
+    """The smallest published variant (by file size) that passed the gate, or None."""
+    passed = [v for v in variants if v.passed and v.size_bytes]
     if not passed:
         return None
-    return min(passed, key=lambda v: (v["size_bytes"], v["mode"]))["mode"]
+    return min(passed, key=lambda v: (v.size_bytes, v.mode)).mode
+
+
+def demo_data_root(layout: RunLayout) -> Path | None:
+    """The demo data folder the run was trained on (`crack data demo` leaves its marker there,
+    a JSON with the generator version), or None. Found from the run's own test split, so it does
+    not depend on the folder `crack convert` runs from."""
+    try:
+        rows = read_split(layout.split_file("test"))
+    except Exception:  # noqa: BLE001 - check_run reports a bad split; here it just means "no"
+        return None
+    if not rows:
+        return None
+    root = Path(rows[0][0]).parent.parent  # DIR/crack/crack_0001.png -> DIR
+    try:
+        marker = json.loads((root / COMPLETE_MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return root if isinstance(marker, dict) and "generator_version" in marker else None
+
+
+def default_max_drop(layout: RunLayout) -> tuple[float, str]:
+    """(max drop in pp, why) when --max-drop is not given: DEMO_MAX_DROP for a run trained on
+    the generated demo data, else DEFAULT_MAX_DROP."""
+    demo = demo_data_root(layout)
+    if demo is not None:
+        return DEMO_MAX_DROP, (f"default for runs trained on the generated demo data "
+                               f"({demo.name}/{COMPLETE_MARKER})")
+    return DEFAULT_MAX_DROP, "default"

@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
+from convert.modes import MODES
 from edge.errors import UserError
 
-# Requested modes, in the order they are converted and reported.
-MODES = ("fp32", "fp16", "dynamic", "int8")
-# Emitted only when full int8 fails the gate and selective quantisation brings it back.
-SELECTIVE_MODE = "int8_selective"
-ALL_VARIANTS = MODES + (SELECTIVE_MODE,)
-
-MODE_DESCRIPTIONS = {
-    "fp32": "float32 (no quantisation)",
-    "fp16": "float16 weights, float32 compute and I/O",
-    "dynamic": "dynamic-range: int8 weights, float activations and I/O",
-    "int8": "full integer: int8 ops only, uint8 input and output",
-    SELECTIVE_MODE: "int8 with the layers that lose most kept in float (float I/O)",
-}
-
 DEFAULT_CALIBRATION_SIZE = 200
-DEFAULT_MAX_DROP = 1.0
 DEFAULT_LATENCY_RUNS = 30
-DEFAULT_BACKEND = "tflite"
+# Reference kernels are slow: at most this many test images are scored with them (the report
+# says when that is a subset; a subset never gates).
+DEFAULT_REFERENCE_IMAGES = 32
 
 
 def parse_modes(values: list[str] | tuple[str, ...] | str | None) -> tuple[str, ...]:
@@ -50,14 +38,16 @@ class ConvertOptions:
     modes: tuple[str, ...] = MODES
     calibration_size: int = DEFAULT_CALIBRATION_SIZE
     calibration_dir: Path | None = None
-    max_drop: float = DEFAULT_MAX_DROP  # percentage points of accuracy, and of F1
+    # percentage points of accuracy, and of F1; None: decided from the run (convert.gate.default_max_drop)
+    max_drop: float | None = None
     recover: bool = True  # try selective int8 when full int8 fails the gate
     latency_runs: int = DEFAULT_LATENCY_RUNS
     threads: int | None = None  # interpreter threads; None = all cores
-    backend: str = DEFAULT_BACKEND
     seed: int = 0  # which training images are drawn for calibration
     debug_samples: int = 50  # calibration images the quantisation debugger runs on
     selective_max_fraction: float = 0.5  # never keep more than this share of layers in float
+    reference_images: int = DEFAULT_REFERENCE_IMAGES  # test images run on the reference kernels
+    golden_count: int = 24  # golden inputs kept with each variant for `crack-edge verify`
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "run", Path(self.run))
@@ -66,7 +56,7 @@ class ConvertOptions:
             object.__setattr__(self, "calibration_dir", Path(self.calibration_dir))
         if self.calibration_size < 1:
             raise UserError(f"--calibration-size must be at least 1, got {self.calibration_size}")
-        if not 0.0 <= self.max_drop <= 100.0:
+        if self.max_drop is not None and not 0.0 <= self.max_drop <= 100.0:
             raise UserError(f"--max-drop must be between 0 and 100 percentage points, got {self.max_drop}")
         if self.latency_runs < 1:
             raise UserError(f"--latency-runs must be at least 1, got {self.latency_runs}")
@@ -76,14 +66,20 @@ class ConvertOptions:
             raise UserError("debug_samples must be at least 1")
         if not 0.0 < self.selective_max_fraction <= 1.0:
             raise UserError("selective_max_fraction must be in (0, 1]")
+        if self.reference_images < 0:
+            raise UserError(f"--reference-images must be at least 0, got {self.reference_images}")
+        if self.golden_count < 2:
+            raise UserError(f"--golden-count must be at least 2, got {self.golden_count}")
 
     @property
     def needs_calibration(self) -> bool:
         return "int8" in self.modes
 
     def to_dict(self) -> dict:
-        data = asdict(self)
-        data["run"] = str(self.run)
-        data["modes"] = list(self.modes)
-        data["calibration_dir"] = str(self.calibration_dir) if self.calibration_dir else None
-        return data
+        """For the report: names, never build-machine paths."""
+        return {"run": self.run.name, "modes": list(self.modes), "calibration_size": self.calibration_size,
+                "calibration_dir": self.calibration_dir.name if self.calibration_dir else None,
+                "max_drop": self.max_drop, "recover": self.recover, "latency_runs": self.latency_runs,
+                "threads": self.threads, "seed": self.seed, "debug_samples": self.debug_samples,
+                "selective_max_fraction": self.selective_max_fraction,
+                "reference_images": self.reference_images, "golden_count": self.golden_count}

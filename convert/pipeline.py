@@ -1,10 +1,11 @@
 """`crack convert`: Keras run -> TFLite variants, each scored against Keras, gated, reported.
 
 Order of work: validate the run (no TensorFlow yet, so bad input fails fast with exit code 2),
-decode the test and calibration images, load the Keras model, then per mode: convert, inspect,
-evaluate from a scratch copy, and publish ``model_<mode>.tflite`` and its sidecar atomically. If
-full int8 fails the gate, try selective int8. The reports are written last; the exit code is 1 if
-any requested variant failed the gate, after everything is written.
+decode the test and calibration images, load and score the Keras model (``load_reference``),
+then per mode (``Converter``): convert, inspect, evaluate from a scratch copy, gate, and publish
+``model_<mode>.tflite`` with its card inside and its sidecar beside it, atomically. If full int8
+fails the gate, try selective int8. The reports are written last; the exit code is 1 if any
+requested variant failed the gate, after everything is written.
 """
 
 from __future__ import annotations
@@ -12,29 +13,33 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
+import tempfile
 import time
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from convert.gate import check_variant, recommend
-from convert.options import MODE_DESCRIPTIONS, SELECTIVE_MODE, ConvertOptions
-from convert.quantize import BACKENDS, ConversionError, TFLiteConverterBackend, input_is_raw_pixels
-from convert.source import check_run
-from edge.classifier import file_sha256, sidecar_path
-from edge.atomic_files import write_bytes_atomic, write_json_atomic
-from edge.errors import UserError
+from convert.gate import check_variant, default_max_drop, recommend
+from convert.modes import MODE_TABLE, SELECTIVE_MODE, model_filename
+from convert.options import ConvertOptions
+from convert.publish import build_card, card_details, publish, remove_variant
+from convert.quantize import Calibration, ConversionError, TFLiteConverterBackend, input_is_raw_pixels
+from convert.source import ImageSet, RunInputs, check_run
+from convert.variant import KernelEvaluation, ModelDetails, VariantResult
+from edge.contract import GoldenReference, SourceRun
+from edge.golden import GoldenSet, golden_path
+from edge.errors import UserError, first_line
+from edge.interpreter import DEFAULT_KERNELS
+from edge.model_metadata import file_sha256
 
 EXIT_OK = 0
 EXIT_GATE_FAILED = 1
 METRICS_IMPLEMENTATION = "edge.metrics (the numpy metrics training and the edge runner report with)"
-
-
-def model_filename(mode: str) -> str:
-    return f"model_{mode}.tflite"
 
 
 def _jsonable(value):
@@ -45,302 +50,306 @@ def _jsonable(value):
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, Path):
-        return str(value)
+        return value.name
     return value
 
 
-def publish(directory: Path, mode: str, content: bytes, sidecar: dict) -> Path:
-    """Model first, then its sidecar, each via a temporary file and a rename: a crash leaves the
-    old model (or none), never a partial one; the sidecar's sha256 ties the two together."""
-    path = directory / model_filename(mode)
-    write_bytes_atomic(path, content)
-    write_json_atomic(sidecar_path(path), _jsonable(sidecar))
-    return path
+@dataclass(frozen=True)
+class Reference:
+    """What every variant is compared with: the Keras model on the decoded test split."""
+
+    test: ImageSet
+    calibration: Calibration | None
+    model: object  # the Keras model
+    probabilities: np.ndarray  # Keras, one per test image
+    metrics: dict  # Keras at the contract threshold
+    model_sha256: str  # of model.keras
 
 
-def remove_variant(directory: Path, mode: str) -> None:
-    path = directory / model_filename(mode)
-    sidecar_path(path).unlink(missing_ok=True)
-    path.unlink(missing_ok=True)
+def load_reference(options: ConvertOptions, inputs: RunInputs, say: Callable[[str], None]) -> Reference:
+    """Decode the test and calibration images, load and score the Keras model."""
+    from convert.evaluate import score
+    from convert.quantize import prepare_calibration
+    from convert.source import load_calibration_set, load_keras_model, load_test_set
+    from training.keras_inference import keras_probabilities
+
+    layout, contract = inputs.layout, inputs.contract
+    size = contract.input_size
+    started = time.perf_counter()
+    test = load_test_set(layout, size)
+    say(f"test split: {len(test)} images ({test.label_counts()}), {len(test.skipped)} unreadable skipped")
+    calibration = None
+    if options.needs_calibration:
+        images = load_calibration_set(layout, size, options.calibration_size, options.seed,
+                                      options.calibration_dir)
+        calibration = prepare_calibration(images.images, images.source, images.label_counts(),
+                                          len(images.skipped))
+        note = "; ".join(calibration.anchored) or "range already 0..255"
+        say(f"calibration: {len(calibration)} images from {images.source} "
+            f"(pixels {calibration.observed_min}..{calibration.observed_max}; {note})")
+        if len(calibration) < options.calibration_size:
+            say(f"[yellow]warning:[/] only {len(calibration)} calibration images "
+                f"available (asked for {options.calibration_size})")
+    model = load_keras_model(layout.model, size)
+    probabilities = keras_probabilities(model, test.images)
+    metrics = score(test.labels, probabilities, contract.threshold)
+    say(f"Keras model: accuracy {metrics['accuracy'] * 100:.2f}%, F1 {metrics['f1'] * 100:.2f}% at "
+        f"threshold {contract.threshold:g} ({time.perf_counter() - started:.1f} s to load and score)")
+    return Reference(test, calibration, model, probabilities, metrics, file_sha256(layout.model))
 
 
 class Converter:
-    """One conversion run; ``run()`` returns the exit code."""
+    """One conversion run over a loaded reference; ``run()`` returns the exit code."""
 
-    def __init__(self, options: ConvertOptions, console: Console | None = None) -> None:
+    def __init__(self, options: ConvertOptions, inputs: RunInputs, reference: Reference,
+                 max_drop: float, max_drop_reason: str, console: Console) -> None:
         self.options = options
-        self.console = console or Console()
+        self.inputs = inputs
+        self.reference = reference
+        self.max_drop = max_drop
+        self.max_drop_reason = max_drop_reason
+        self.console = console
+        self.out_dir = inputs.layout.tflite
+        self.created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self.source = SourceRun(name=inputs.layout.name, model_sha256=reference.model_sha256)
+        self.backend = TFLiteConverterBackend(reference.model)
 
     def say(self, message: str) -> None:
         self.console.print(message, highlight=False)
 
-    # --- setup -----------------------------------------------------------------------------
-    def _validate(self) -> None:
-        options = self.options
-        self.inputs = check_run(options.run)
-        if options.backend not in BACKENDS:
-            raise UserError(f"unknown backend {options.backend!r}; choose from {', '.join(BACKENDS)}")
-        if options.calibration_dir is not None and not Path(options.calibration_dir).is_dir():
-            raise UserError(f"calibration directory not found: {options.calibration_dir}")
-
-    def _load(self) -> None:
-        from convert.evaluate import keras_probabilities, score
-        from convert.quantize import create_backend, prepare_calibration
-        from convert.source import load_calibration_set, load_keras_model, load_test_set
-
-        options, layout, contract = self.options, self.inputs.layout, self.inputs.contract
-        size = contract.input_size
-        started = time.perf_counter()
-        self.test = load_test_set(layout, size)
-        self.say(f"test split: {len(self.test)} images ({self.test.label_counts()}), "
-                 f"{len(self.test.skipped)} unreadable skipped")
-        self.calibration = None
-        self.calibration_probs = None
-        if options.needs_calibration:
-            images = load_calibration_set(layout, size, options.calibration_size, options.seed,
-                                          options.calibration_dir)
-            self.calibration = prepare_calibration(images.images, images.source, images.paths,
-                                                   images.label_counts(), len(images.skipped))
-            note = "; ".join(self.calibration.anchored) or "range already 0..255"
-            self.say(f"calibration: {len(self.calibration)} images from {images.source} "
-                     f"(pixels {self.calibration.observed_min}..{self.calibration.observed_max}; {note})")
-            if len(self.calibration) < options.calibration_size:
-                self.say(f"[yellow]warning:[/] only {len(self.calibration)} calibration images "
-                         f"available (asked for {options.calibration_size})")
-        self.model = load_keras_model(layout.model, size)
-        self.keras_probs = keras_probabilities(self.model, self.test.images)
-        self.keras_metrics = score(self.test.labels, self.keras_probs, contract.threshold)
-        self.backend = create_backend(options.backend, self.model)
-        self.say(f"Keras model: accuracy {self.keras_metrics['accuracy'] * 100:.2f}%, "
-                 f"F1 {self.keras_metrics['f1'] * 100:.2f}% at threshold {contract.threshold:g} "
-                 f"({time.perf_counter() - started:.1f} s to load and score)")
-
     # --- one variant -----------------------------------------------------------------------
-    def _evaluate(self, mode: str, content: bytes, scratch: Path, seconds: float,
-                  extra_conversion: dict | None = None) -> dict:
-        from convert.evaluate import compare_with_reference, measure_latency, score, tflite_probabilities
+    def _kernel_evaluation(self, path: Path, kernels: str, chosen: np.ndarray | None = None
+                           ) -> KernelEvaluation:
+        """The variant on the test split (or the ``chosen`` images of it) with one kernel set."""
+        from convert.evaluate import compare_with_reference, score, tflite_probabilities
+
+        reference, contract = self.reference, self.inputs.contract
+        count = len(reference.test)
+        chosen = np.arange(count) if chosen is None else chosen
+        probabilities = tflite_probabilities(path, reference.test.images[chosen], contract,
+                                             self.options.threads, kernels)
+        return KernelEvaluation(
+            kernels=kernels, images=len(chosen), whole_split=len(chosen) == count,
+            metrics=score(reference.test.labels[chosen], probabilities, contract.threshold),
+            comparison=compare_with_reference(reference.probabilities[chosen], probabilities,
+                                              contract.threshold),
+            probabilities=probabilities, indices=chosen)
+
+    def _golden_indices(self, evaluation: KernelEvaluation) -> np.ndarray:
+        from convert.golden import choose_golden
+
+        return choose_golden(self.reference.test.labels, evaluation.probabilities,
+                             self.inputs.contract.threshold, self.options.golden_count)
+
+    def _kernel_evaluations(self, mode: str, path: Path) -> tuple[KernelEvaluation, ...]:
+        """XNNPACK (the default), then for quantised modes the built-in kernels without it on the
+        whole split and the slow reference kernels on at most ``reference_images`` images spread
+        over the split, the golden inputs among them."""
+        from convert.golden import subset_with
+
+        main = self._kernel_evaluation(path, DEFAULT_KERNELS)
+        evaluations = [main]
+        if MODE_TABLE[mode].check_all_kernels:
+            evaluations.append(self._kernel_evaluation(path, "builtin"))
+            if self.options.reference_images:
+                chosen = subset_with(len(self.reference.test), self.options.reference_images,
+                                     self._golden_indices(main))
+                evaluations.append(self._kernel_evaluation(path, "reference", chosen))
+        return tuple(evaluations)
+
+    def _evaluate(self, mode: str, content: bytes, scratch: Path, conversion: dict) -> VariantResult:
+        from convert.evaluate import measure_latency
         from convert.inspect_model import inspect_tflite
 
-        options, contract = self.options, self.inputs.contract
         info = inspect_tflite(content)
+        details = ModelDetails(input=info["input"], output=info["output"], ops=info["ops"],
+                               tensor_types=info["tensor_types"], integer_only=info["integer_only"],
+                               input_raw_pixels=input_is_raw_pixels(info))
         path = scratch / model_filename(mode)
         path.write_bytes(content)
-        probs = tflite_probabilities(path, self.test.images, options.threads)
-        metrics = score(self.test.labels, probs, contract.threshold)
-        comparison = compare_with_reference(self.keras_probs, probs, contract.threshold)
-        latency = measure_latency(path, self.test.images, options.latency_runs, options.threads)
-        gate = check_variant(self.keras_metrics, metrics, comparison, options.max_drop,
-                             must_be_integer_only=(mode == "int8"), integer_only=info["integer_only"])
-        conversion = {**self.backend.settings("int8" if mode == SELECTIVE_MODE else mode),
-                      **(extra_conversion or {}), "seconds": round(seconds, 2)}
-        if mode in ("int8", SELECTIVE_MODE) and self.calibration is not None:
-            conversion["calibration"] = self.calibration.to_dict()
-        return {
-            "mode": mode,
-            "description": MODE_DESCRIPTIONS[mode],
-            "file": model_filename(mode),
-            "size_bytes": len(content),
-            "sha256": None,  # filled in when published
-            "input": info["input"],
-            "output": info["output"],
-            "input_raw_pixels": input_is_raw_pixels(info),
-            "integer_only": info["integer_only"],
-            "ops": info["ops"],
-            "tensor_types": info["tensor_types"],
-            "conversion": conversion,
-            "metrics": metrics,
-            "comparison": comparison,
-            "latency": latency,
-            "gate": gate.to_dict(),
-            "error": None,
-        }
+        evaluations = self._kernel_evaluations(mode, path)
+        latency = measure_latency(path, self.reference.test.images, self.options.latency_runs,
+                                  self.inputs.contract, self.options.threads)
+        variant = VariantResult(mode=mode, conversion=conversion, evaluations=evaluations,
+                                details=details, latency=latency, size_bytes=len(content))
+        return replace(variant, gate=check_variant(self.reference.metrics, variant, self.max_drop))
 
-    def _failed_record(self, mode: str, error: str) -> dict:
-        gate = check_variant(self.keras_metrics, None, None, self.options.max_drop, error=error)
-        return {"mode": mode, "description": MODE_DESCRIPTIONS[mode], "file": None,
-                "size_bytes": None, "sha256": None, "metrics": None, "comparison": None,
-                "latency": None, "gate": gate.to_dict(), "error": error,
-                "conversion": self.backend.settings(mode)}
+    def _conversion(self, mode: str, seconds: float) -> dict:
+        conversion = {"converter": self.backend.describe(), **MODE_TABLE[mode].settings(),
+                      "seconds": round(seconds, 2)}
+        if MODE_TABLE[mode].representative_dataset and self.reference.calibration is not None:
+            conversion["calibration"] = self.reference.calibration.to_dict()
+        return conversion
 
-    def _sidecar(self, record: dict, content: bytes) -> dict:
-        layout, contract = self.inputs.layout, self.inputs.contract
-        extra = {**contract.extra, "source_run": layout.name, "tflite_variant": record["mode"]}
-        return {
-            "contract": contract.__class__.from_dict({**contract.to_dict(), "extra": extra}).to_dict(),
-            "sha256": hashlib.sha256(content).hexdigest(),
-            "mode": record["mode"],
-            "description": record["description"],
-            "file": record["file"],
-            "size_bytes": record["size_bytes"],
-            "source_run": {"name": layout.name, "path": str(layout.root),
-                           "model": str(layout.model), "model_sha256": self.keras_sha256},
-            "input": record["input"],
-            "output": record["output"],
-            "input_raw_pixels": record["input_raw_pixels"],
-            "integer_only": record["integer_only"],
-            "ops": record["ops"],
-            "conversion": {**record["conversion"], "backend_info": self.backend.describe()},
-            "metrics": {"test": record["metrics"], "vs_keras": record["comparison"],
-                        "keras_test": self.keras_metrics, "latency": record["latency"],
-                        "test_images": len(self.test)},
-            "gate": record["gate"],
-            "created": self.created,
-        }
+    def _failed(self, mode: str, error: str, seconds: float = 0.0) -> VariantResult:
+        variant = VariantResult(mode=mode, conversion=self._conversion(mode, seconds), error=error)
+        return replace(variant, gate=check_variant(self.reference.metrics, variant, self.max_drop))
 
-    def _publish(self, record: dict, content: bytes) -> None:
-        sidecar = self._sidecar(record, content)
-        record["sha256"] = sidecar["sha256"]
-        publish(self.out_dir, record["mode"], content, sidecar)
+    def _golden(self, variant: VariantResult, content: bytes, scratch: Path) -> GoldenSet:
+        """The variant's golden inputs with the probabilities of every kernel set evaluated."""
+        from convert.golden import measure_golden
 
-    def _convert_mode(self, mode: str, index: int, total: int, scratch: Path) -> tuple[dict, bytes | None]:
-        self.say(f"[bold][{index}/{total}] {mode}[/]: {MODE_DESCRIPTIONS[mode]}")
+        probe = scratch / f"golden_{model_filename(variant.mode)}"
+        probe.write_bytes(content)
+        return measure_golden(probe, self._golden_indices(variant.main), self.reference.test,
+                              self.reference.probabilities, variant.evaluations, self.inputs.contract,
+                              self.options.threads)
+
+    def _publish(self, variant: VariantResult, content: bytes, scratch: Path) -> VariantResult:
+        golden = self._golden(variant, content, scratch).to_bytes()
+        name = golden_path(model_filename(variant.mode)).name
+        reference = GoldenReference(file=name, sha256=hashlib.sha256(golden).hexdigest())
+        details = card_details(variant, self.reference.metrics, len(self.reference.test))
+        card = build_card(variant, self.inputs.contract, self.source, self.created, details, reference)
+        published = publish(self.out_dir, content, card, golden)
+        path = self.out_dir / model_filename(variant.mode)
+        return replace(variant, sha256=published.sha256, size_bytes=path.stat().st_size)
+
+    def _convert_mode(self, mode: str, index: int, total: int, scratch: Path
+                      ) -> tuple[VariantResult, bytes | None]:
+        self.say(f"[bold][{index}/{total}] {mode}[/]: {MODE_TABLE[mode].description}")
         started = time.perf_counter()
         try:
             with self.console.status(f"converting {mode}..."):
-                content = self.backend.convert(mode, self.calibration if mode == "int8" else None)
+                content = self.backend.convert(mode, self.reference.calibration if mode == "int8" else None)
         except ConversionError as exc:
             self.say(f"  [red]conversion failed[/]: {exc}")
-            return self._failed_record(mode, str(exc)), None
+            return self._failed(mode, str(exc), time.perf_counter() - started), None
         seconds = time.perf_counter() - started
         try:
-            with self.console.status(f"evaluating {mode} on {len(self.test)} test images..."):
-                record = self._evaluate(mode, content, scratch, seconds)
+            with self.console.status(f"evaluating {mode} on {len(self.reference.test)} test images..."):
+                variant = self._evaluate(mode, content, scratch, self._conversion(mode, seconds))
         except Exception as exc:  # an unloadable or crashing model is a failed variant
-            message = f"evaluation failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            message = f"evaluation failed: {first_line(exc)}"
             self.say(f"  [red]{message}[/]")
-            return self._failed_record(mode, message), None
-        self._describe(record, seconds)
-        return record, content
+            return self._failed(mode, message, seconds), None
+        self._describe(variant, seconds)
+        return variant, content
 
-    def _describe(self, record: dict, seconds: float | None = None) -> None:
-        gate, metrics, comparison = record["gate"], record["metrics"], record["comparison"]
-        verdict = "[green]passed[/]" if gate["passed"] else "[red]FAILED[/]: " + "; ".join(gate["reasons"])
+    def _describe(self, variant: VariantResult, seconds: float | None = None) -> None:
+        gate, main = variant.gate, variant.main
+        verdict = "[green]passed[/]" if gate.passed else "[red]FAILED[/]: " + "; ".join(gate.reasons)
         took = f"converted in {seconds:.1f} s, " if seconds is not None else ""
-        self.say(f"  {took}{record['size_bytes'] / 1e6:.2f} MB, accuracy {metrics['accuracy'] * 100:.2f}% "
-                 f"({0.0 - gate['accuracy_drop_pp']:+.2f} pp), F1 {metrics['f1'] * 100:.2f}% "
-                 f"({0.0 - gate['f1_drop_pp']:+.2f} pp), agreement {comparison['agreement'] * 100:.1f}%, "
-                 f"latency {record['latency']['median_ms']:.2f} ms: {verdict}")
-        if record["mode"] == "int8":
-            quant = record["input"]["quantization"]
-            if record["input_raw_pixels"]:
+        self.say(f"  {took}{variant.size_bytes / 1e6:.2f} MB, accuracy {main.metrics['accuracy'] * 100:.2f}% "
+                 f"({0.0 - gate.accuracy_drop_pp:+.2f} pp), F1 {main.metrics['f1'] * 100:.2f}% "
+                 f"({0.0 - gate.f1_drop_pp:+.2f} pp), agreement {main.comparison['agreement'] * 100:.1f}%, "
+                 f"latency {variant.latency['median_ms']:.2f} ms: {verdict}")
+        for evaluation in variant.evaluations[1:]:
+            subset = "" if evaluation.whole_split else f" (subset of {evaluation.images} images, not gated)"
+            self.say(f"    {evaluation.kernels} kernels: accuracy {evaluation.metrics['accuracy'] * 100:.2f}%, "
+                     f"agreement {evaluation.comparison['agreement'] * 100:.1f}%, mean |dp| "
+                     f"{evaluation.comparison['mean_abs_prob_diff']:.4f}{subset}")
+        if variant.mode == "int8":
+            tensor = variant.details.input
+            if variant.details.input_raw_pixels:
                 self.say("  int8 input: uint8, scale 1, zero point 0 (raw pixels)")
             else:
-                self.say(f"  [yellow]int8 input: {record['input']['dtype']}, scale {quant['scale']:.6g}, "
-                         f"zero point {quant['zero_point']} (not raw pixels)[/]")
+                self.say(f"  [yellow]int8 input: {tensor['dtype']}, scale {tensor['quantization']['scale']:.6g}, "
+                         f"zero point {tensor['quantization']['zero_point']} (not raw pixels)[/]")
 
     # --- selective int8 ---------------------------------------------------------------------
-    def _recover(self, scratch: Path) -> tuple[dict | None, dict]:
-        from convert.evaluate import compare_with_reference, keras_probabilities, tflite_probabilities
+    def _recover(self, scratch: Path) -> tuple[VariantResult | None, bytes | None, dict]:
+        from convert.evaluate import compare_with_reference, tflite_probabilities
         from convert.selective import recover_int8
+        from training.keras_inference import keras_probabilities
 
-        options, threshold = self.options, self.inputs.contract.threshold
-        if not isinstance(self.backend, TFLiteConverterBackend):
-            return None, {"outcome": f"backend {self.backend.name} has no quantisation debugger"}
+        options, contract = self.options, self.inputs.contract
+        calibration = self.reference.calibration
         self.say(f"[bold]{SELECTIVE_MODE}[/]: full int8 failed the gate; looking for the layers that lose most")
-        calibration_images = self.calibration.images
-        keras_calibration = keras_probabilities(self.model, calibration_images)
+        keras_calibration = keras_probabilities(self.reference.model, calibration.images)
         probe = scratch / "selective_probe.tflite"
 
         def calibration_disagreement(content: bytes) -> tuple[float, float]:
             probe.write_bytes(content)
-            probs = tflite_probabilities(probe, calibration_images, options.threads)
-            comparison = compare_with_reference(keras_calibration, probs, threshold)
+            probs = tflite_probabilities(probe, calibration.images, contract, options.threads)
+            comparison = compare_with_reference(keras_calibration, probs, contract.threshold)
             return (round((1 - comparison["agreement"]) * 100, 9), comparison["mean_abs_prob_diff"])
 
-        state: dict = {}
+        last: dict[str, VariantResult] = {}  # the candidate checked on the test split last
+        started = time.perf_counter()
 
         def passes_test_gate(content: bytes) -> bool:
-            record = self._evaluate(SELECTIVE_MODE, content, scratch, time.perf_counter() - started)
-            state["record"], state["content"] = record, content
-            return bool(record["gate"]["passed"])
+            variant = self._evaluate(SELECTIVE_MODE, content, scratch,
+                                     self._conversion(SELECTIVE_MODE, time.perf_counter() - started))
+            last["variant"] = variant
+            return variant.passed
 
-        started = time.perf_counter()
         with self.console.status("running the quantisation debugger..."):
-            result = recover_int8(self.backend, self.calibration, calibration_disagreement,
-                                  passes_test_gate, options.max_drop, options.debug_samples,
-                                  options.selective_max_fraction,
+            result = recover_int8(self.backend, calibration, calibration_disagreement, passes_test_gate,
+                                  self.max_drop, options.debug_samples, options.selective_max_fraction,
                                   log=lambda message: self.say(f"  {message}"))
-        summary = result.to_dict()
-        summary["seconds"] = round(time.perf_counter() - started, 1)
+        summary = {**result.to_dict(), "seconds": round(time.perf_counter() - started, 1)}
         if result.content is None:
             self.say(f"  [red]{result.outcome}[/]")
-            return None, summary
-        record = state["record"]
-        record["conversion"]["kept_in_float"] = [layer["tensor_name"] for layer in summary["kept_in_float"]]
-        record["conversion"]["selective"] = {k: summary[k] for k in ("method", "quantised_layers")}
-        self._describe(record, summary["seconds"])
-        self._publish(record, result.content)
-        return record, summary
+            return None, None, summary
+        variant = last["variant"]  # recover_int8 stops at the first candidate that passes
+        conversion = {**variant.conversion,
+                      "kept_in_float": [layer["tensor_name"] for layer in summary["kept_in_float"]],
+                      "selective": {k: summary[k] for k in ("method", "quantised_layers")}}
+        variant = replace(variant, conversion=conversion)
+        self._describe(variant, summary["seconds"])
+        return variant, result.content, summary
 
     # --- the whole run ----------------------------------------------------------------------
     def run(self) -> int:
-        import tempfile
-
-        self._validate()
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        options, layout = self.options, self.inputs.layout
-        self.created = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        self.say(f"[bold]crack convert[/] run {layout.root} -> {layout.tflite} "
-                 f"(modes {', '.join(options.modes)}, max drop {options.max_drop:g} pp)")
-        self._load()
-        self.keras_sha256 = file_sha256(layout.model)
-        self.out_dir = layout.tflite
+        options = self.options
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        records: list[dict] = []
+        variants: list[VariantResult] = []
         selective_summary = None
         try:
             with tempfile.TemporaryDirectory(prefix="crack-convert-eval-") as scratch_name:
                 scratch = Path(scratch_name)
                 for index, mode in enumerate(options.modes, 1):
-                    record, content = self._convert_mode(mode, index, len(options.modes), scratch)
+                    variant, content = self._convert_mode(mode, index, len(options.modes), scratch)
                     if content is not None:
-                        self._publish(record, content)
-                    records.append(record)
-                int8 = next((r for r in records if r["mode"] == "int8"), None)
+                        variant = self._publish(variant, content, scratch)
+                    variants.append(variant)
+                int8 = next((v for v in variants if v.mode == "int8"), None)
                 if int8 is not None:
-                    selective_record = None
-                    if not int8["gate"]["passed"] and int8["error"] is None and options.recover:
-                        selective_record, selective_summary = self._recover(scratch)
-                    if selective_record is not None:
-                        records.append(selective_record)
+                    selective, content = None, None
+                    if not int8.passed and int8.error is None and options.recover:
+                        selective, content, selective_summary = self._recover(scratch)
+                    if selective is not None:
+                        variants.append(self._publish(selective, content, scratch))
                     else:  # a selective model from an earlier conversion no longer belongs here
                         remove_variant(self.out_dir, SELECTIVE_MODE)
         finally:
             self.backend.close()
-        report = self._report(records, selective_summary)
         from convert.report import write_reports
 
+        report = self._report(variants, selective_summary)
         paths = write_reports(self.out_dir, report)
-        self._print_summary(report, paths)
+        self._print_summary(variants, report, paths)
         return EXIT_GATE_FAILED if report["failed"] else EXIT_OK
 
-    def _report(self, records: list[dict], selective: dict | None) -> dict:
+    def _report(self, variants: list[VariantResult], selective: dict | None) -> dict:
         import keras
         import tensorflow as tf
 
-        options, layout, contract = self.options, self.inputs.layout, self.inputs.contract
-        failed = [r["mode"] for r in records if r["mode"] in options.modes and not r["gate"]["passed"]]
-        best = recommend(records)
-        int8 = next((r for r in records if r["mode"] == "int8" and r.get("input")), None)
-        latency = next((r["latency"] for r in records if r.get("latency")), None)
+        options, layout, contract, reference = self.options, self.inputs.layout, self.inputs.contract, self.reference
+        failed = [v.mode for v in variants if v.mode in options.modes and not v.passed]
+        best = recommend(variants)
+        int8 = next((v for v in variants if v.mode == "int8" and v.details), None)
+        latency = next((v.latency for v in variants if v.latency), None)
         report = {
-            "run": {"name": layout.name, "path": str(layout.root), "model_sha256": self.keras_sha256},
+            "run": {"name": layout.name, "model_sha256": reference.model_sha256},
             "created": self.created,
             "options": options.to_dict(),
             "threshold": contract.threshold,
-            "max_drop_pp": options.max_drop,
+            "max_drop_pp": self.max_drop,
+            "max_drop_reason": self.max_drop_reason,
             "versions": {"tensorflow": tf.__version__, "keras": keras.__version__,
-                         "python": platform.python_version(), "backend": self.backend.describe()},
+                         "python": platform.python_version(), "converter": self.backend.describe()},
             "latency_setup": (f"{latency['interpreter']}, {latency['threads']} thread(s)" if latency else None),
             "metrics_implementation": METRICS_IMPLEMENTATION,
-            "test_set": {"source": self.test.source, "count": len(self.test),
-                         "label_counts": self.test.label_counts(), "skipped": len(self.test.skipped)},
-            "calibration": self.calibration.to_dict() if self.calibration is not None else None,
+            "test_set": {"source": reference.test.source, "count": len(reference.test),
+                         "label_counts": reference.test.label_counts(), "skipped": len(reference.test.skipped)},
+            "calibration": reference.calibration.to_dict() if reference.calibration is not None else None,
             "keras": {"file": "model.keras", "size_bytes": layout.model.stat().st_size,
-                      "metrics": self.keras_metrics},
-            "variants": records,
-            "int8_input": ({"dtype": int8["input"]["dtype"], **int8["input"]["quantization"],
-                            "raw_pixels": int8["input_raw_pixels"]} if int8 else None),
+                      "metrics": reference.metrics},
+            "variants": [v.to_dict() for v in variants],
+            "int8_input": ({"dtype": int8.details.input["dtype"], **int8.details.input["quantization"],
+                            "raw_pixels": int8.details.input_raw_pixels} if int8 else None),
             "selective": selective,
             "recommended": best,
             "recommended_file": model_filename(best) if best else None,
@@ -349,22 +358,22 @@ class Converter:
         }
         return _jsonable(report)
 
-    def _print_summary(self, report: dict, paths: dict) -> None:
+    def _print_summary(self, variants: list[VariantResult], report: dict, paths: dict) -> None:
         table = Table(title=f"run {report['run']['name']}: variants vs Keras "
-                            f"(accuracy {report['keras']['metrics']['accuracy'] * 100:.2f}%)")
+                            f"(accuracy {self.reference.metrics['accuracy'] * 100:.2f}%)")
         for column in ("variant", "gate", "acc %", "Δacc pp", "F1 %", "ΔF1 pp", "agree %", "MB", "ms"):
             table.add_column(column, justify="left" if column in ("variant", "gate") else "right",
                              no_wrap=column == "variant", min_width=14 if column == "variant" else None)
-        for v in report["variants"]:
-            gate, m = v["gate"], v.get("metrics")
-            if m is None:
-                table.add_row(v["mode"], "[red]FAIL[/]", "-", "-", "-", "-", "-", "-", "-")
+        for v in variants:
+            main, gate = v.main, v.gate
+            if main is None:
+                table.add_row(v.mode, "[red]FAIL[/]", "-", "-", "-", "-", "-", "-", "-")
                 continue
-            table.add_row(v["mode"], "[green]pass[/]" if gate["passed"] else "[red]FAIL[/]",
-                          f"{m['accuracy'] * 100:.2f}", f"{0.0 - gate['accuracy_drop_pp']:+.2f}",
-                          f"{m['f1'] * 100:.2f}", f"{0.0 - gate['f1_drop_pp']:+.2f}",
-                          f"{v['comparison']['agreement'] * 100:.1f}", f"{v['size_bytes'] / 1e6:.2f}",
-                          f"{v['latency']['median_ms']:.2f}")
+            table.add_row(v.mode, "[green]pass[/]" if gate.passed else "[red]FAIL[/]",
+                          f"{main.metrics['accuracy'] * 100:.2f}", f"{0.0 - gate.accuracy_drop_pp:+.2f}",
+                          f"{main.metrics['f1'] * 100:.2f}", f"{0.0 - gate.f1_drop_pp:+.2f}",
+                          f"{main.comparison['agreement'] * 100:.1f}", f"{v.size_bytes / 1e6:.2f}",
+                          f"{v.latency['median_ms']:.2f}")
         self.console.print(table)
         if report["recommended"]:
             self.say(f"deploy: [bold]{self.out_dir / report['recommended_file']}[/]")
@@ -376,4 +385,18 @@ class Converter:
 
 
 def run_convert(options: ConvertOptions, console: Console | None = None) -> int:
-    return Converter(options, console).run()
+    """Validate (no TensorFlow), load the reference, convert every mode; the exit code."""
+    console = console or Console()
+    inputs = check_run(options.run)
+    if options.calibration_dir is not None and not options.calibration_dir.is_dir():
+        raise UserError(f"calibration directory not found: {options.calibration_dir}")
+    if options.max_drop is not None:
+        max_drop, reason = options.max_drop, "--max-drop"
+    else:
+        max_drop, reason = default_max_drop(inputs.layout)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    layout = inputs.layout
+    console.print(f"[bold]crack convert[/] run {layout.name} -> {layout.tflite} (modes "
+                  f"{', '.join(options.modes)}, max drop {max_drop:g} pp: {reason})", highlight=False)
+    reference = load_reference(options, inputs, lambda message: console.print(message, highlight=False))
+    return Converter(options, inputs, reference, max_drop, reason, console).run()

@@ -1,9 +1,5 @@
-"""Conversion backends: Keras model -> .tflite bytes for one mode.
-
-The pipeline talks only to ``QuantizationBackend`` (``convert(mode, calibration) -> bytes`` plus
-a description of its settings), so another quantiser, e.g. LiteRT's separate ``ai-edge-quantizer``
-package working from the fp32 .tflite, can be added to ``BACKENDS`` without touching evaluation,
-the gate or the report. ``TFLiteConverterBackend`` is TensorFlow's own ``tf.lite.TFLiteConverter``.
+"""Keras model -> .tflite bytes for one mode, with TensorFlow's own ``tf.lite.TFLiteConverter``
+(``TFLiteConverterBackend``), configured from the mode table in ``convert.modes``.
 
 The uint8 input of full int8 should take raw camera pixels with scale 1 and zero point 0: the
 model's first layer does the x/127.5-1 scaling. TFLite does not let us set the input scale; it
@@ -23,14 +19,14 @@ import shutil
 import sys
 import tempfile
 import warnings
-from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 
-from edge.errors import UserError
+from convert.modes import MODE_TABLE
+from edge.errors import UserError, first_line
 
 RAW_PIXEL_QUANTIZATION = (1.0, 0)
 
@@ -40,8 +36,7 @@ class Calibration:
     """The representative data set for full-integer quantisation."""
 
     images: np.ndarray  # (N, S, S, 3) uint8, as fed (after anchoring)
-    source: str
-    paths: list[str] = field(default_factory=list)
+    source: str  # where the images came from (a split file or folder name, never a path)
     label_counts: dict | None = None
     skipped: int = 0
     observed_min: int = 0  # pixel range of the images as decoded, before anchoring
@@ -72,8 +67,8 @@ class Calibration:
         }
 
 
-def prepare_calibration(images: np.ndarray, source: str, paths: list[str] | None = None,
-                        label_counts: dict | None = None, skipped: int = 0) -> Calibration:
+def prepare_calibration(images: np.ndarray, source: str, label_counts: dict | None = None,
+                        skipped: int = 0) -> Calibration:
     """Copy the images and, if needed, anchor the input range to exactly [0, 255]."""
     if len(images) == 0:
         raise UserError("no calibration images")
@@ -88,8 +83,7 @@ def prepare_calibration(images: np.ndarray, source: str, paths: list[str] | None
         fed[0, size - 1, size - 1, :] = 255
         anchored.append(f"pixel ({size - 1}, {size - 1}) of calibration image 0 set to 255 "
                         f"(images' maximum was {high})")
-    return Calibration(fed, source, list(paths or []), label_counts, skipped, low, high,
-                       tuple(anchored))
+    return Calibration(fed, source, label_counts, skipped, low, high, tuple(anchored))
 
 
 def input_is_raw_pixels(info: dict) -> bool:
@@ -138,30 +132,10 @@ def native_output_captured() -> Iterator[io.StringIO]:
 
 
 class ConversionError(Exception):
-    """A backend could not produce a model for one mode (reported as a failed variant)."""
+    """The converter could not produce a model for one mode (reported as a failed variant)."""
 
 
-class QuantizationBackend(ABC):
-    """Turns the run's Keras model into .tflite bytes, one mode at a time."""
-
-    name: str = "abstract"
-
-    @abstractmethod
-    def convert(self, mode: str, calibration: Calibration | None) -> bytes:
-        """The .tflite flatbuffer for ``mode`` (one of options.MODES)."""
-
-    @abstractmethod
-    def settings(self, mode: str) -> dict:
-        """The conversion settings of ``mode``, as recorded in the sidecar and the report."""
-
-    def describe(self) -> dict:
-        return {"name": self.name}
-
-    def close(self) -> None:
-        """Release temporary files."""
-
-
-class TFLiteConverterBackend(QuantizationBackend):
+class TFLiteConverterBackend:
     """TensorFlow's TFLiteConverter, from a SavedModel exported once from the Keras model."""
 
     name = "tflite"
@@ -193,37 +167,13 @@ class TFLiteConverterBackend(QuantizationBackend):
         return tf.lite.TFLiteConverter.from_saved_model(str(self.saved_model()))
 
     def configure(self, converter, mode: str, calibration: Calibration | None):
-        import tensorflow as tf
-
-        if mode == "fp32":
-            return converter
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        if mode == "fp16":
-            converter.target_spec.supported_types = [tf.float16]
-        elif mode == "dynamic":
-            pass  # no representative data: int8 weights, float activations
-        elif mode == "int8":
-            if calibration is None:
-                raise ConversionError("full int8 needs calibration images")
-            converter.representative_dataset = calibration.dataset()
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            converter.inference_input_type = tf.uint8
-            converter.inference_output_type = tf.uint8
-        else:
-            raise ConversionError(f"backend {self.name} has no mode {mode!r}")
-        return converter
-
-    def settings(self, mode: str) -> dict:
-        base = {"backend": self.name, "source": "Keras model -> SavedModel -> TFLiteConverter"}
-        extra = {
-            "fp32": {"optimizations": []},
-            "fp16": {"optimizations": ["DEFAULT"], "supported_types": ["float16"]},
-            "dynamic": {"optimizations": ["DEFAULT"], "representative_dataset": False},
-            "int8": {"optimizations": ["DEFAULT"], "representative_dataset": True,
-                     "supported_ops": ["TFLITE_BUILTINS_INT8"], "inference_input_type": "uint8",
-                     "inference_output_type": "uint8"},
-        }.get(mode, {})
-        return {**base, **extra}
+        """``converter`` with ``mode``'s settings from the mode table."""
+        if mode not in MODE_TABLE:
+            raise ConversionError(f"no conversion mode {mode!r}")
+        try:
+            return MODE_TABLE[mode].apply(converter, calibration.dataset() if calibration else None)
+        except ValueError as exc:
+            raise ConversionError(str(exc)) from None
 
     def convert(self, mode: str, calibration: Calibration | None) -> bytes:
         converter = self.configure(self.new_converter(), mode, calibration)
@@ -232,9 +182,8 @@ class TFLiteConverterBackend(QuantizationBackend):
                 warnings.simplefilter("ignore")
                 return bytes(converter.convert())
         except Exception as exc:  # the converter raises many types; keep the first line
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             tail = " | ".join(line for line in log.getvalue().strip().splitlines()[-3:] if line)
-            raise ConversionError(f"{type(exc).__name__}: {first[:400]}"
+            raise ConversionError(first_line(exc, 400)
                                   + (f" (converter log: {tail[:400]})" if tail else "")) from exc
 
     def close(self) -> None:
@@ -242,16 +191,3 @@ class TFLiteConverterBackend(QuantizationBackend):
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
             self._saved_model = None
-
-
-BACKENDS: dict[str, type[QuantizationBackend]] = {
-    "tflite": TFLiteConverterBackend,
-    # "ai-edge-quantizer": a backend that converts fp32 with TFLiteConverterBackend and then
-    # quantises the .tflite with ai_edge_quantizer recipes would be registered here.
-}
-
-
-def create_backend(name: str, model) -> QuantizationBackend:
-    if name not in BACKENDS:
-        raise UserError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
-    return BACKENDS[name](model)

@@ -44,7 +44,8 @@ def markdown(report: dict) -> str:
         lines.append("**No variant passed the gate: deploy none of them.**")
     failed = report["failed"]
     lines.append("")
-    lines.append(f"Gate: at most {report['max_drop_pp']:g} percentage points (pp) lost in accuracy and in F1 "
+    lines.append(f"Gate: at most {report['max_drop_pp']:g} percentage points (pp) ({report['max_drop_reason']}) "
+                 "lost in accuracy and in F1, under the worst kernel set, "
                  f"against the Keras model, on the same {report['test_set']['count']} test images, "
                  f"threshold {report['threshold']:g}. "
                  + (f"Failed: {', '.join(failed)} (exit code 1)." if failed else "All requested variants passed."))
@@ -75,6 +76,7 @@ def markdown(report: dict) -> str:
     lines += ["", "Δ columns: variant minus Keras (negative = lost). agree: share of images whose label "
               "matches the Keras model's. p std: spread of the crack probabilities over the test images "
               "(near 0 = the model predicts one value for everything).", ""]
+    lines += kernel_sets_section(report)
     notes = []
     for v in report["variants"]:
         if not v["gate"]["passed"]:
@@ -116,6 +118,33 @@ def markdown(report: dict) -> str:
         notes.append(f"- {report['test_set']['skipped']} unreadable test image(s) skipped.")
     lines += ["## Notes", ""] + notes + [""]
     return "\n".join(lines)
+
+
+def kernel_sets_section(report: dict) -> list[str]:
+    """One row per variant and kernel set: what the gate's worst case was taken from."""
+    checked = [v for v in report["variants"] if len(v.get("kernel_sets") or []) > 1]
+    if not checked:
+        return []
+    keras = report["keras"]["metrics"]
+    lines = ["## Kernel sets", "",
+             "Quantised variants run under XNNPACK (what the device uses by default), TFLite's built-in "
+             "kernels without it, and the reference kernels. The gate uses the worst kernel set evaluated "
+             "on the whole test split; a subset (the reference kernels are slow) is reported, not gated.", "",
+             "| variant | kernels | images | accuracy % | Δacc pp | F1 % | ΔF1 pp | agree % | mean \\|Δp\\| "
+             "| max \\|Δp\\| |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for v in checked:
+        for k in v["kernel_sets"]:
+            m, c = k["metrics"], k["comparison"]
+            whole = k["whole_split"]
+            images = str(k["images"]) if whole else f"{k['images']} (subset)"
+            d_acc = _signed((m["accuracy"] - keras["accuracy"]) * 100) if whole else "-"
+            d_f1 = _signed((m["f1"] - keras["f1"]) * 100) if whole else "-"
+            worst = " (worst)" if k["kernels"] == v["gate"].get("worst_kernels") and whole else ""
+            lines.append(f"| {v['mode']} | {k['kernels']}{worst} | {images} | {_pct(m['accuracy'])} | {d_acc} "
+                         f"| {_pct(m['f1'])} | {d_f1} | {_pct(c['agreement'], 1)} "
+                         f"| {_num(c['mean_abs_prob_diff'], '.4f')} | {_num(c['max_abs_prob_diff'], '.4f')} |")
+    return lines + [""]
 
 
 def chart_png(report: dict) -> bytes:

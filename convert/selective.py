@@ -20,7 +20,7 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
-
+from convert.modes import SELECTIVE_MODE
 from convert.quantize import Calibration, TFLiteConverterBackend, native_output_captured
 
 SUSPECT_RMSE_SCALE = 0.7
@@ -108,8 +108,7 @@ def recover_int8(backend: TFLiteConverterBackend, calibration: Calibration,
     import tensorflow as tf
 
     result = SelectiveResult()
-    converter = backend.configure(backend.new_converter(), "dynamic", None)  # Optimize.DEFAULT
-    converter.representative_dataset = calibration.dataset()
+    converter = backend.configure(backend.new_converter(), SELECTIVE_MODE, calibration)
     with warnings.catch_warnings(), native_output_captured():
         warnings.simplefilter("ignore")
         debugger = tf.lite.experimental.QuantizationDebugger(

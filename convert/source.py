@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.contract import ModelContract
-from edge.errors import ImageDecodeError, UserError
+from edge.errors import ImageDecodeError, UserError, first_line
 from edge.preprocess import is_image_path, load_for_model
 from training.run_layout import RunLayout, open_run, read_split
 
@@ -28,7 +28,7 @@ class ImageSet:
     paths: list[str]
     labels: np.ndarray | None  # int 0/1 per image; None for unlabelled camera frames
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
-    source: str = ""
+    source: str = ""  # where the images came from, relative to the run (never a full path)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -68,8 +68,7 @@ def load_keras_model(path: Path, input_size: int):
     try:
         model = keras.models.load_model(path, safe_mode=True, compile=False)
     except Exception as exc:  # corrupt archive, unknown layer, unsafe lambda, ...
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UserError(f"cannot load {path}: {type(exc).__name__}: {first[:300]}") from None
+        raise UserError(f"cannot load {path}: {first_line(exc, 300)}") from None
     shape = tuple(model.input_shape) if not isinstance(model.input_shape, list) else None
     if shape is None or len(shape) != 4 or shape[1:] != (input_size, input_size, 3):
         raise UserError(f"{path} takes input {model.input_shape}, but contract.json says "
@@ -85,6 +84,10 @@ def _resolve(path_text: str, root: Path) -> Path:
     if path.is_absolute() or path.exists():
         return path
     return root / path
+
+
+def _relative_to_run(path: Path, layout: RunLayout) -> str:
+    return str(path.relative_to(layout.root)) if path.is_relative_to(layout.root) else path.name
 
 
 def _decode_all(paths: list[Path], size: int, limit: int | None = None
@@ -119,7 +122,7 @@ def load_test_set(layout: RunLayout, size: int) -> ImageSet:
                         f"(first problem: {skipped[0][0]}: {skipped[0][1]})")
     labels = np.array([rows[i][1] for i in kept], dtype=np.int64)
     return ImageSet(_stack(images, size), [str(paths[i]) for i in kept], labels, skipped,
-                    source=str(layout.split_file("test")))
+                    source=_relative_to_run(layout.split_file("test"), layout))
 
 
 def load_calibration_set(layout: RunLayout, size: int, count: int, seed: int,
@@ -134,7 +137,7 @@ def load_calibration_set(layout: RunLayout, size: int, count: int, seed: int,
         if not candidates:
             raise UserError(f"calibration directory {directory} has no images")
         labels_all = None
-        source = str(directory)
+        source = directory.name
     else:
         split = layout.split_file("train")
         if not split.is_file():
@@ -145,7 +148,7 @@ def load_calibration_set(layout: RunLayout, size: int, count: int, seed: int,
             raise UserError(f"the training split {split} is empty; pass --calibration-dir")
         candidates = [_resolve(path, layout.root) for path, _ in rows]
         labels_all = [label for _, label in rows]
-        source = str(split)
+        source = _relative_to_run(split, layout)
     order = np.random.default_rng(seed).permutation(len(candidates))
     ordered = [candidates[i] for i in order]
     images, kept, skipped = _decode_all(ordered, size, limit=count)

@@ -9,7 +9,6 @@ The pipeline rates are also given as a share of the bare invoke rate (target: at
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import time
@@ -19,9 +18,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge.atomic_files import write_json_atomic
 from edge.classifier import CrackClassifier
-from edge.errors import ImageDecodeError, UserError
+from edge.errors import ImageDecodeError, RuntimeFailure, UserError
 from edge.file_inputs import expand_inputs
+from edge.health import report_health, throttled_flags
+from edge.output_paths import check_output_path
 from edge.preprocess import load_for_model
 from edge.score import ScoreOptions, scored_rows
 from edge.tiling import TileGrid
@@ -40,6 +42,14 @@ class BenchOptions:
     repeats: int = 3                # pipeline runs; the median is reported
     threads: int | None = None
     json_out: Path | None = None
+
+    def __post_init__(self) -> None:
+        for option, value in (("--count", self.count), ("--runs", self.runs),
+                              ("--repeats", self.repeats)):
+            if value < 1:
+                raise UserError(f"{option} must be at least 1, got {value}")
+        if self.threads is not None and self.threads < 1:
+            raise UserError(f"--threads must be at least 1, got {self.threads}")
 
 
 def synthetic_frames(count: int, seed: int = 0) -> list[np.ndarray]:
@@ -112,6 +122,27 @@ def decode_only(paths: list[Path], size: int) -> dict:
     return timing(times)
 
 
+def decodable(paths: list[Path], size: int, say=print) -> list[Path]:
+    """The files that decode (a pipeline rate over error rows would be meaningless); UserError
+    when none does."""
+    if not paths:
+        raise UserError("no image files in --images")
+    good, failures = [], []
+    for path in paths:
+        try:
+            load_for_model(path, size)
+            good.append(path)
+        except ImageDecodeError as exc:
+            failures.append(f"{path}: {exc}")
+    if not good:
+        shown = "; ".join(failures[:3]) + (" ..." if len(failures) > 3 else "")
+        raise UserError(f"none of the {len(paths)} --images file(s) can be decoded ({shown})")
+    if failures:
+        say(f"warning: {len(failures)} of the --images file(s) cannot be decoded and are left out "
+            f"({failures[0]}{' ...' if len(failures) > 1 else ''})")
+    return good
+
+
 def pipeline_figures(rates: list[float], intervals_ms: list[float]) -> dict:
     """Throughput (median over runs) and the spread of the time between consecutive results."""
     rate = float(np.median(rates))
@@ -163,6 +194,9 @@ def video_pipeline(model: Path, video: Path, threads: int, repeats: int) -> dict
 
 
 def run_bench(options: BenchOptions, say=print) -> dict:
+    if options.json_out:
+        check_output_path(options.json_out, "--json")
+    throttled_before = throttled_flags()
     classifier = CrackClassifier(options.model, threads=options.threads)
     say(f"model {options.model} ({classifier.input_size}x{classifier.input_size}, input "
         f"{classifier.input_dtype.name}); interpreter {classifier.backend.describe()}, "
@@ -171,12 +205,15 @@ def run_bench(options: BenchOptions, say=print) -> dict:
                     "threads": classifier.threads, "cores": os.cpu_count() or 1,
                     "input_size": classifier.input_size,
                     "input_dtype": classifier.input_dtype.name}
+    given = None
+    if options.images:  # refused before anything is timed if none of them decodes
+        given = decodable(expand_inputs(options.images)[: options.count], classifier.input_size, say)
     result["bare_invoke"] = bare_invoke(classifier, options.runs)
     with tempfile.TemporaryDirectory(prefix="crack-edge-bench-") as scratch:
         scratch = Path(scratch)
-        if options.images:
-            paths = expand_inputs(options.images)[: options.count]
-            source = "given files"
+        if given:
+            paths = given
+            source = f"{len(paths)} given files"
         else:
             paths = write_synthetic_images(scratch / "images", options.count)
             source = f"{options.count} generated {SYNTHETIC_SIZE[1]}x{SYNTHETIC_SIZE[0]} JPEGs"
@@ -195,8 +232,13 @@ def run_bench(options: BenchOptions, say=print) -> dict:
         result["files"]["decode_workers"], classifier.threads, result["cores"])
     for line in report_lines(result):
         say(line)
+    result["health"] = report_health(throttled_before, say)
     if options.json_out:
-        Path(options.json_out).write_text(json.dumps(result, indent=2) + "\n")
+        try:
+            write_json_atomic(options.json_out, result)
+        except OSError as exc:
+            raise RuntimeFailure(f"cannot write --json {options.json_out}: "
+                                 f"{exc.strerror or exc}") from None
     return result
 
 

@@ -3,10 +3,20 @@
 Live sources (cameras, streams): the thread reads as fast as the source delivers and keeps only
 the newest frame, so a slow model never works on stale pictures; replaced frames are counted as
 dropped. When a read fails the source is closed and reopened with exponential backoff, each
-attempt and the reconnection logged on the "crack.edge" logger; the thread never dies of it.
+attempt and the reconnection logged on the "crack.edge" logger; the thread never dies of it. The
+backoff goes on across reconnects until a connection has lasted ``HEALTHY_SECONDS``, so a source
+that connects and drops at once is not hammered.
 
-Video files: the thread hands over every frame (it waits until the consumer has taken the last
-one) and ends at the end of the file.
+A live source is opened on the capture thread, never on the caller's: an RTSP camera that accepts
+the connection and then says nothing cannot hold up the caller (or SIGTERM) for FFmpeg's timeout.
+
+Finite sources (video files, and files served over HTTP): the thread hands over every frame (it
+waits until the consumer has taken the last one) and ends at the end of the file. A file that ends
+before the frame count its container announced is reported as ``truncated``.
+
+``prepare`` (optional) runs on the capture thread for every frame read, before the frame is
+handed over; its result travels as ``Frame.model_input``. The stream makes the model's input
+there, so that its scoring thread goes from invoke to invoke.
 """
 
 from __future__ import annotations
@@ -15,7 +25,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -24,12 +35,18 @@ from edge.sources import (Backoff, FrameSource, SourceSpec, SourceUnavailable, o
 
 log = logging.getLogger("crack.edge")
 
+HEALTHY_SECONDS = 30.0  # a connection that lasted this long starts the backoff afresh when lost
+TRUNCATION_TOLERANCE = 2  # frames a container's count may be off by without calling a file truncated
+STOP_JOIN_SECONDS = 1.0  # how long stop() waits for a thread blocked inside the source
+
 
 @dataclass(frozen=True)
 class Frame:
     index: int  # frames read from the source since the start (for a file: its frame number)
     image: np.ndarray  # BGR
     time: float  # time.time() when it was read
+    small: np.ndarray | None = None  # BGR, scaled down by the camera for the model (picamera2 lores)
+    model_input: Any = None  # what Capture's ``prepare`` made of the frame on the capture thread
 
 
 class LatestFrameSlot:
@@ -85,12 +102,20 @@ class Capture:
     UserError; a live source that is down at start is retried in the background."""
 
     def __init__(self, spec: str | SourceSpec, backoff: Backoff | None = None,
-                 opener: Callable[[SourceSpec], FrameSource] = open_once) -> None:
+                 opener: Callable[[SourceSpec], FrameSource] = open_once,
+                 transform: Callable[[np.ndarray], np.ndarray] | None = None,
+                 prepare: Callable[[Frame], Any] | None = None) -> None:
         self.spec = parse_source(spec) if isinstance(spec, str) else spec
         self.backoff = backoff or Backoff()
         self.reconnects = 0
         self.frames_read = 0
+        self.finite = not self.spec.is_live  # becomes True when a URL turns out to serve a file
+        self.truncated: tuple[int, int] | None = None  # (frames read, frames announced)
+        self.last_frame_at: float | None = None  # time.monotonic() of the newest frame read
+        self._transform = transform
+        self._prepare = prepare
         self._opener = opener
+        self._delays = self.backoff.delays()
         self._slot = LatestFrameSlot(keep_all=not self.spec.is_live)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -105,12 +130,15 @@ class Capture:
         return self._slot.ended
 
     def start(self) -> "Capture":
-        source: FrameSource | None
-        try:
-            source = self._opener(self.spec)
-        except SourceUnavailable as exc:  # only live sources raise this; files raise UserError
-            log.warning("%s; retrying in the background", exc)
-            source = None
+        """Files and picamera2 are opened here, so that what can never work fails at once with a
+        UserError; other live sources are opened on the thread (``check_source`` first tells
+        whether they can work here at all)."""
+        source: FrameSource | None = None
+        if self.spec.kind in ("file", "picamera2"):
+            try:
+                source = self._opener(self.spec)
+            except SourceUnavailable as exc:  # only live sources raise this; files raise UserError
+                log.warning("%s; retrying in the background", exc)
         self._thread = threading.Thread(target=self._run, args=(source,), name="crack-capture",
                                         daemon=True)
         self._thread.start()
@@ -119,7 +147,7 @@ class Capture:
     def get(self, timeout: float | None = None) -> Frame | None:
         return self._slot.get(timeout)
 
-    def stop(self, timeout: float = 3.0) -> None:
+    def stop(self, timeout: float = STOP_JOIN_SECONDS) -> None:
         """Ask the thread to finish and wait for it. A read blocked inside the source can outlast
         ``timeout``; the daemon thread then closes the source itself when the read returns."""
         self._stop.set()
@@ -137,6 +165,8 @@ class Capture:
 
     def _run(self, source: FrameSource | None) -> None:
         lost_at: float | None = None if source is not None else time.monotonic()
+        connected_at = time.monotonic()
+        read_here = 0  # frames read on this connection
         try:
             while not self._stop.is_set():
                 if source is None:
@@ -149,27 +179,57 @@ class Capture:
                                  self.spec.describe(), time.monotonic() - lost_at, self.reconnects)
                     elif lost_at is not None:
                         log.info("connected to %s", self.spec.describe())
-                    lost_at = None
+                    lost_at, connected_at, read_here = None, time.monotonic(), 0
+                if source.is_finite and not self.finite:
+                    self.finite = self._slot.keep_all = True
+                    log.info("%s is a video file (%d frames): reading it once", self.spec.describe(),
+                             source.frame_count)
                 ok, image = self._read(source)
                 if not ok:
                     source.close()
-                    source = None
-                    if not self.spec.is_live:
-                        log.info("end of %s after %d frames", self.spec.describe(), self.frames_read)
+                    if source.is_finite:
+                        self._end_of_file(source, read_here)
                         return
+                    source = None
                     lost_at = time.monotonic()
-                    log.warning("lost %s after %d frames; reconnecting", self.spec.describe(),
-                                self.frames_read)
+                    if lost_at - connected_at >= HEALTHY_SECONDS:
+                        self._delays = self.backoff.delays()
+                        log.warning("lost %s after %d frames; reconnecting", self.spec.describe(),
+                                    self.frames_read)
+                    else:  # it dropped soon after connecting: wait before trying again
+                        delay = next(self._delays)
+                        log.warning("lost %s after %d frames; reconnecting in %.1f s",
+                                    self.spec.describe(), self.frames_read, delay)
+                        if self._stop.wait(delay):
+                            return
                     continue
-                if not self._slot.put(Frame(self.frames_read, image, time.time())):
+                small = getattr(source, "small", None)
+                if self._transform is not None:
+                    image = self._transform(image)
+                    small = self._transform(small) if small is not None else None
+                self.last_frame_at = time.monotonic()
+                frame = Frame(self.frames_read, image, time.time(), small)
+                if self._prepare is not None:  # here, not between the consumer's invokes
+                    frame = replace(frame, model_input=self._prepare(frame))
+                if not self._slot.put(frame):
                     return
                 self.frames_read += 1
+                read_here += 1
         except Exception:  # a bug, not a source failure: say so, and let the consumer end
             log.exception("capture thread failed")
         finally:
             if source is not None:
                 source.close()
             self._slot.close()
+
+    def _end_of_file(self, source: FrameSource, frames: int) -> None:
+        expected = source.frame_count
+        if expected and frames < expected - TRUNCATION_TOLERANCE:
+            self.truncated = (frames, expected)
+            log.warning("%s ended after %d of the %d frames its header announces: the file is "
+                        "truncated or damaged", self.spec.describe(), frames, expected)
+        else:
+            log.info("end of %s after %d frames", self.spec.describe(), frames)
 
     def _read(self, source: FrameSource) -> tuple[bool, np.ndarray | None]:
         try:
@@ -180,7 +240,7 @@ class Capture:
 
     def _connect(self) -> FrameSource | None:
         try:
-            return open_source(self.spec, self.backoff, self._stop, self._opener)
+            return open_source(self.spec, self.backoff, self._stop, self._opener, delays=self._delays)
         except SourceUnavailable:
             return None  # only raised with a backoff once stop is set
         except Exception as exc:  # e.g. a UserError from a source that worked before

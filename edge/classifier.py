@@ -1,86 +1,100 @@
-"""Where the model is invoked: a .tflite file, its sidecar JSON, and a TFLite interpreter.
+"""Where the model is invoked: a .tflite file, its contract, and a TFLite interpreter.
 
 ``CrackClassifier.predict`` takes images already prepared by ``edge.preprocess`` (RGB uint8,
 input_size x input_size) and returns crack probabilities. Float and integer models both work:
-quantisation parameters are read from the model, never assumed.
+quantisation parameters are read from the model, never assumed. The contract comes from the model
+card (embedded in the .tflite and/or its sidecar, ``edge.model_metadata``); a model with neither
+is used with the default threshold and labels after a loud warning. Models that are not a crack
+classifier of this toolkit's shape (one square RGB input, one probability out) are refused at load.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import sys
 from pathlib import Path
 
 import numpy as np
 
-from edge.contract import ModelContract
+from edge.contract import DEFAULT_THRESHOLD, LABELS, ModelCard, ModelContract
 from edge.errors import UserError
-from edge.interpreter import InterpreterBackend, default_thread_count, find_interpreter
+from edge.interpreter import DEFAULT_KERNELS, InterpreterBackend, default_thread_count, find_interpreter
+from edge.model_metadata import file_sha256, read_model_card, sidecar_path  # noqa: F401 - re-exported
 
-SIDECAR_SUFFIX = ".json"
-
-
-def sidecar_path(model_path: str | Path) -> Path:
-    """model_int8.tflite -> model_int8.json (written by `crack convert`)."""
-    return Path(model_path).with_suffix(SIDECAR_SUFFIX)
+SUPPORTED_INPUT_TYPES = (np.float32, np.uint8, np.int8)
+_warned_without_contract: set[Path] = set()
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def read_sidecar(model_path: str | Path) -> dict | None:
-    """The sidecar dict, or None if there is none. Errors if it is corrupt or its hash mismatches."""
-    path = sidecar_path(model_path)
-    if not path.is_file():
-        return None
-    try:
-        sidecar = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"sidecar {path} is not valid JSON: {exc}") from None
-    expected = sidecar.get("sha256")
-    if expected and expected != file_sha256(model_path):
-        raise UserError(
-            f"{model_path} does not match its sidecar {path.name} (sha256 differs): "
-            "the model was replaced or corrupted; copy both files again"
-        )
-    return sidecar
+def warn_no_contract(model_path: Path) -> None:
+    """One loud stderr line per model and process: the default threshold is a guess."""
+    resolved = model_path.resolve()
+    if resolved in _warned_without_contract:
+        return
+    _warned_without_contract.add(resolved)
+    print(f"warning: {model_path.name} has no contract (none embedded in the model, no sidecar "
+          f"{sidecar_path(model_path).name}): using threshold {DEFAULT_THRESHOLD} and labels "
+          f"{'/'.join(LABELS)}, not the threshold chosen in training; convert with `crack convert`",
+          file=sys.stderr, flush=True)
 
 
 class CrackClassifier:
-    """A TFLite crack classifier. Not thread-safe: use one per thread."""
+    """A TFLite crack classifier. Not thread-safe: use one per thread.
+
+    ``contract`` given: use it and read no card (`crack convert` scoring a model it has not
+    published yet). ``kernels``: a key of ``edge.interpreter.KERNEL_SETS``."""
 
     def __init__(self, model_path: str | Path, threads: int | None = None,
-                 backend: InterpreterBackend | None = None) -> None:
+                 backend: InterpreterBackend | None = None, contract: ModelContract | None = None,
+                 kernels: str = DEFAULT_KERNELS) -> None:
         self.model_path = Path(model_path)
         if not self.model_path.is_file():
             raise UserError(f"model not found: {self.model_path}")
-        self.sidecar = read_sidecar(self.model_path)
+        self.card: ModelCard | None = None
+        self.card_source = "given"
+        if contract is None:
+            found = read_model_card(self.model_path)
+            self.card, self.card_source = found.card, found.source
         self.backend = backend or find_interpreter()
         self.threads = threads or default_thread_count()
+        self.kernels = kernels
         try:
-            self._interpreter = self.backend.interpreter_class(
-                model_path=str(self.model_path), num_threads=self.threads
-            )
+            self._interpreter = self.backend.create(str(self.model_path), self.threads, kernels)
             self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise UserError(f"cannot load {self.model_path} as a TFLite model: {exc}") from None
-        self._input = self._interpreter.get_input_details()[0]
-        self._output = self._interpreter.get_output_details()[0]
+        self._input, self._output = self._single_io()
         self._batch = int(self._input["shape"][0])
         size = int(self._input["shape"][1])
-        if self.sidecar is not None:
-            self.contract = ModelContract.from_dict(self.sidecar["contract"])
-            if self.contract.input_size != size:
-                raise UserError(
-                    f"sidecar says input size {self.contract.input_size} but the model takes {size}"
-                )
-        else:  # no sidecar: the model's own input details, and the default threshold
+        if contract is not None:
+            self.contract = contract
+        elif self.card is not None:
+            self.contract = self.card.contract
+        else:
+            warn_no_contract(self.model_path)
             self.contract = ModelContract(input_size=size)
+        if self.contract.input_size != size:
+            raise UserError(f"{self.model_path.name}: the contract says input size "
+                            f"{self.contract.input_size} but the model takes {size}")
+
+    def _single_io(self) -> tuple[dict, dict]:
+        """The one input and output, checked: square RGB in, one probability out."""
+        inputs = self._interpreter.get_input_details()
+        outputs = self._interpreter.get_output_details()
+        name = self.model_path.name
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise UserError(f"{name} has {len(inputs)} input(s) and {len(outputs)} output(s); a crack "
+                            "classifier has one image input and one probability output")
+        shape = [int(v) for v in inputs[0]["shape"]]
+        if len(shape) != 4 or shape[3] != 3 or shape[1] != shape[2]:
+            raise UserError(f"{name} takes input of shape {shape}; a crack classifier takes square "
+                            "RGB images, [batch, size, size, 3]")
+        if np.dtype(inputs[0]["dtype"]) not in [np.dtype(t) for t in SUPPORTED_INPUT_TYPES]:
+            raise UserError(f"{name} takes {np.dtype(inputs[0]['dtype']).name} input; supported: "
+                            "float32, uint8, int8")
+        values = int(np.prod(outputs[0]["shape"][1:]))
+        if values != 1:
+            raise UserError(f"{name} outputs {values} values per image (a {values}-class softmax?); "
+                            "a crack classifier outputs one sigmoid probability")
+        return inputs[0], outputs[0]
 
     @property
     def input_size(self) -> int:

@@ -3,6 +3,8 @@
   score   files, folders, globs and @lists -> CSV/JSONL
   stream  a camera, video file, RTSP/HTTP URL, GStreamer pipeline or picamera2 -> events
   bench   interpreter and pipeline speed on this device
+  report  a results file -> one self-contained HTML page for an inspector
+  geojson a results file -> GeoJSON points of the photos with GPS
 
 This is the only module of `edge` that knows typer: every command is a thin layer that turns its
 options into the engine's options dataclass (``ScoreOptions``, ``StreamOptions``, ``BenchOptions``)
@@ -13,14 +15,17 @@ and calls the engine. Exit codes and one-line errors: ``edge.cli_main.run_app``;
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from typer.core import TyperGroup
 
-from edge.cli_main import run_app, version_callback
-from edge.errors import EXIT_USAGE
+from edge.cli_main import DEBUG_VARIABLE, run_app, version_callback
+from edge.disk_budget import DEFAULT_KEEP_DAYS, DEFAULT_MAX_DISK_MB
+from edge.outbox import DEFAULT_OUTBOX_MB
+from edge.errors import EXIT_USAGE, RuntimeFailure, UserError, first_line
 
 
 class OneLineUsageErrors(TyperGroup):
@@ -64,7 +69,7 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=version_ca
 
 # --- options shared by several commands: declared once -----------------------------------------
 
-ModelOption = Annotated[Path, typer.Option(
+ModelOption = Annotated[Path | None, typer.Option(
     "--model", metavar="M.tflite", help="Converted model; its sidecar M.json (contract, sha256) is read if present.")]
 ThresholdOption = Annotated[float | None, typer.Option(
     "--threshold", show_default="the model's", help="Probability at or above which an image (tile) is a crack.")]
@@ -73,6 +78,53 @@ TilesOption = Annotated[str | None, typer.Option(
 TileSizeOption = Annotated[int | None, typer.Option("--tile-size", metavar="PX", help="Square tiles of this size...")]
 StrideOption = Annotated[int | None, typer.Option("--stride", metavar="PX", help="...every this many pixels.")]
 ThreadsOption = Annotated[int | None, typer.Option("--threads", show_default="all cores", help="Interpreter threads.")]
+ConfigOption = Annotated[Path | None, typer.Option(
+    "--config", metavar="FILE.toml",
+    help="Read options from this TOML file (keys: the option names with underscores, at the top level "
+         "or under [score] / [stream]); the command line wins. See edge/FORMATS.md.")]
+
+
+# --- --config: a TOML file under the command line ----------------------------------------------
+
+def config_keys(function) -> dict:
+    """The config keys of a command: one per option of ``function`` (its parameter names), typed
+    like the option."""
+    import types
+    import typing
+
+    from edge.config import ConfigKey
+
+    keys = {}
+    for name, hint in typing.get_type_hints(function).items():
+        if name in ("ctx", "config", "return"):
+            continue
+        if typing.get_origin(hint) in (typing.Union, types.UnionType):  # X | None -> X
+            hint = next(arg for arg in typing.get_args(hint) if arg is not type(None))
+        many = typing.get_origin(hint) is list
+        base = typing.get_args(hint)[0] if many else hint
+        kind = {int: "int", float: "float", bool: "bool", Path: "path"}.get(base, "str")
+        keys[name] = ConfigKey(name, kind, many)
+    return keys
+
+
+def command_values(ctx: typer.Context, command: str, required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The command's options: the command line, over the ``--config`` file's values, over the
+    defaults. ``required`` options may come from either; missing ones are a usage error."""
+    from edge.config import command_settings, load_config
+
+    values = dict(ctx.params)
+    config_path = values.pop("config", None)
+    if config_path is not None:
+        keys = {name: config_keys(function) for name, function in CONFIG_COMMANDS.items()}
+        settings = command_settings(load_config(config_path), command, keys, config_path)
+        for name, value in settings.items():
+            if ctx.get_parameter_source(name).name not in ("COMMANDLINE", "ENVIRONMENT"):
+                values[name] = value
+    for name in required:
+        if values.get(name) in (None, [], ()):
+            option = "PATHS" if name == "paths" else "--" + name.replace("_", "-")
+            raise UserError(f"missing {option}: give it on the command line or as {name!r} in the --config file")
+    return values
 
 
 # --- score ---------------------------------------------------------------------------------------
@@ -80,10 +132,12 @@ ThreadsOption = Annotated[int | None, typer.Option("--threads", show_default="al
 
 @app.command("score")
 def score_command(
-    paths: Annotated[list[str], typer.Argument(
-        metavar="PATHS...", help="Image files, folders (recursive), globs ('surveys/**/*.jpg') or @list.txt files.")],
-    model: ModelOption,
-    out: Annotated[Path, typer.Option("--out", metavar="FILE", help="Results: path,probability,label,latency_ms,error.")],
+    ctx: typer.Context,
+    paths: Annotated[list[str] | None, typer.Argument(
+        metavar="PATHS...", show_default=False,
+        help="Image files, folders (recursive), globs ('surveys/**/*.jpg') or @list.txt files.")] = None,
+    model: ModelOption = None,
+    out: Annotated[Path | None, typer.Option("--out", metavar="FILE", help="Results, one row per file (columns: edge/FORMATS.md).")] = None,
     format: Annotated[str, typer.Option("--format", metavar="csv|jsonl", help="Output format.")] = "csv",
     resume: Annotated[bool, typer.Option("--resume", help="Skip files already in --out and append the rest.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out.")] = False,
@@ -98,31 +152,40 @@ def score_command(
     stride: StrideOption = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per interpreter invoke.")] = 4,
     decode_workers: Annotated[int, typer.Option("--decode-workers", help="Threads decoding files ahead of the model.")] = 2,
+    max_pixels: Annotated[int, typer.Option(
+        "--max-pixels", metavar="N", help="Refuse (error row) an image whose decode would hold more than N pixels "
+                                          "(wider pixels, 16-bit or float, count by their memory).")] = 50_000_000,
     threads: ThreadsOption = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
     verbose: Annotated[bool, typer.Option("--verbose", help="Say which interpreter package is in use.")] = False,
+    save_annotated: Annotated[Path | None, typer.Option(
+        "--save-annotated", metavar="DIR", help="Write each crack photo with its label, probability and tile heat "
+                                                "map below this folder (JPEG).")] = None,
+    config: ConfigOption = None,
 ) -> None:
     """Score image files and folders; one row per file, flushed as it goes (safe to --resume)."""
     from edge.score import ScoreOptions, run_score
 
-    options = ScoreOptions(model=model, inputs=tuple(paths), out=out, format=format,
-                           resume=resume, overwrite=overwrite, strict=strict,
-                           labels_from_folders=labels_from_folders, threads=threads,
-                           threshold=threshold, tiles=tiles, tile_size=tile_size, stride=stride,
-                           batch_size=batch_size, decode_workers=decode_workers,
-                           show_progress=progress)
-    if verbose:
+    v = command_values(ctx, "score", required=("paths", "model", "out"))
+    options = ScoreOptions(model=v["model"], inputs=tuple(v["paths"]), out=v["out"], format=v["format"],
+                           resume=v["resume"], overwrite=v["overwrite"], strict=v["strict"],
+                           labels_from_folders=v["labels_from_folders"], threads=v["threads"],
+                           threshold=v["threshold"], tiles=v["tiles"], tile_size=v["tile_size"],
+                           stride=v["stride"], batch_size=v["batch_size"], decode_workers=v["decode_workers"],
+                           max_pixels=v["max_pixels"], show_progress=v["progress"],
+                           save_annotated=v["save_annotated"])
+    if v["verbose"]:
         from edge.interpreter import find_interpreter
 
         typer.echo(f"interpreter: {find_interpreter().describe()}", err=True)
     try:
         summary = run_score(options, say=lambda line: typer.echo(line, err=True))
     except KeyboardInterrupt:
-        typer.echo(f"interrupted; the rows so far are in {out}. Continue with --resume.", err=True)
+        typer.echo(f"interrupted; the rows so far are in {options.out}. Continue with --resume.", err=True)
         raise typer.Exit(130) from None
     for line in summary.lines():
         typer.echo(line)
-    if strict and summary.errors:
+    if options.strict and summary.errors:
         raise typer.Exit(1)
 
 
@@ -153,23 +216,26 @@ def bench_command(
 
 
 def setup_logging(verbose: bool) -> None:
-    """Log lines on stderr (the journal under systemd); DEBUG with --verbose."""
+    """Log lines on stderr (the journal under systemd), URL credentials masked; DEBUG with --verbose."""
+    from edge.secrets import MaskingFormatter
+
     logger = logging.getLogger("crack.edge")
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
     if not logging.getLogger().handlers and not logger.handlers:
         handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        handler.setFormatter(MaskingFormatter("%(asctime)s %(levelname)s %(message)s"))
         logger.addHandler(handler)
 
 
 @app.command("stream")
 def stream_command(
-    model: ModelOption,
-    source: Annotated[str, typer.Option(
+    ctx: typer.Context,
+    model: ModelOption = None,
+    source: Annotated[str | None, typer.Option(
         "--source", metavar="SRC",
         help="Camera index (0), /dev/videoN, video file, rtsp:// or http(s):// URL, GStreamer pipeline "
              "ending in appsink (contains '!'), or picamera2 (picamera2:WIDTHxHEIGHT to pick a size) "
-             "for a Raspberry Pi camera.")],
+             "for a Raspberry Pi camera.")] = None,
     events: Annotated[Path | None, typer.Option(
         "--events", metavar="FILE.jsonl", help="Append crack_start / crack_end events here, one JSON line each.")] = None,
     snapshots: Annotated[Path | None, typer.Option(
@@ -190,23 +256,154 @@ def stream_command(
         "--reconnect-initial", metavar="SECONDS",
         help="Wait after a failed attempt to reopen a lost live source; doubles after every further failure...")] = 0.5,
     reconnect_max: Annotated[float, typer.Option("--reconnect-max", metavar="SECONDS", help="...up to this wait.")] = 10.0,
+    stall_timeout: Annotated[float | None, typer.Option(
+        "--stall-timeout", metavar="SECONDS",
+        help="Exit with code 3 when the source delivers no frame for this long (systemd restarts it).")] = None,
+    status_interval: Annotated[float, typer.Option(
+        "--status-interval", metavar="SECONDS", help="Log a status line (FPS, events, temperature, throttling, "
+                                                     "memory) this often.")] = 60.0,
+    max_disk_mb: Annotated[float, typer.Option(
+        "--max-disk-mb", metavar="MB", help="Keep events files and snapshots within this much disk, deleting "
+                                            "the oldest first (0: no limit).")] = DEFAULT_MAX_DISK_MB,
+    keep_days: Annotated[float, typer.Option(
+        "--keep-days", metavar="DAYS", help="Delete rotated events files and snapshots older than this "
+                                            "(0: keep).")] = DEFAULT_KEEP_DAYS,
+    rotate: Annotated[int, typer.Option("--rotate", metavar="0|90|180|270",
+                                        help="Turn camera frames clockwise by this many degrees.")] = 0,
+    hflip: Annotated[bool, typer.Option("--hflip", help="Mirror frames left to right.")] = False,
+    vflip: Annotated[bool, typer.Option("--vflip", help="Mirror frames top to bottom.")] = False,
+    resolution: Annotated[str | None, typer.Option(
+        "--resolution", metavar="WxH", help="Capture size of a camera (e.g. 1920x1080).")] = None,
+    webhook: Annotated[str | None, typer.Option(
+        "--webhook", metavar="URL", help="POST each event as JSON here, through an outbox on disk; retried "
+                                         "with backoff until a 2xx answer.")] = None,
+    webhook_snapshots: Annotated[bool, typer.Option(
+        "--webhook-snapshots", help="Put the snapshot JPEG in the webhook body (base64).")] = False,
+    mqtt: Annotated[str | None, typer.Option(
+        "--mqtt", metavar="mqtt://HOST:PORT/TOPIC", help="Publish each event with QoS 1, through the outbox "
+                                                         "(needs pip install 'crackkit[mqtt]').")] = None,
+    outbox: Annotated[Path | None, typer.Option(
+        "--outbox", metavar="FILE", show_default="beside --events",
+        help="The outbox of events not yet delivered (SQLite).")] = None,
+    outbox_mb: Annotated[float, typer.Option(
+        "--outbox-mb", metavar="MB", help="Outbox size; when full the oldest undelivered events are dropped.")
+    ] = DEFAULT_OUTBOX_MB,
+    serve: Annotated[str | None, typer.Option(
+        "--serve", metavar="HOST:PORT", help="Serve the live preview page (127.0.0.1 unless a host is given; "
+                                             "0.0.0.0:8080 for the LAN).")] = None,
+    serve_token: Annotated[str | None, typer.Option(
+        "--serve-token", metavar="TOKEN", help="Require this token (?token= or Authorization: Bearer) "
+                                               "for the preview page and its endpoints.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", help="Log every frame's probability.")] = False,
+    config: ConfigOption = None,
 ) -> None:
     """Watch a camera or stream: debounced crack events to JSONL, snapshots, reconnects.
 
     Stops cleanly on Ctrl-C / SIGTERM, closing and writing an open event."""
+    import dataclasses
+
+    from edge.secrets import mask_urls
     from edge.stream import StreamOptions, run_stream
 
-    setup_logging(verbose)
-    options = StreamOptions(
-        model=model, source=source, threads=threads, threshold=threshold, tiles=tiles,
-        tile_size=tile_size, stride=stride, min_frames=min_frames, events=events, snapshots=snapshots,
-        show=show, max_frames=max_frames, duration=duration, reconnect_initial=reconnect_initial,
-        reconnect_max=reconnect_max, verbose=verbose,
-    )
-    summary = run_stream(options)
+    v = command_values(ctx, "stream", required=("model", "source"))
+    setup_logging(v["verbose"])
+    options = StreamOptions(**{f.name: v[f.name] for f in dataclasses.fields(StreamOptions) if f.name in v})
+    try:
+        summary = run_stream(options)
+    except (UserError, RuntimeFailure) as exc:  # no camera password in an error either
+        raise type(exc)(mask_urls(str(exc))) from None
+    except Exception as exc:
+        if os.environ.get(DEBUG_VARIABLE, "") not in ("", "0"):
+            raise
+        raise RuntimeFailure(f"unexpected {mask_urls(first_line(exc))} (a bug: please report it; "
+                             f"{DEBUG_VARIABLE}=1 shows the traceback)") from None
     typer.echo(summary.line())
     raise typer.Exit(summary.exit_code)
+
+
+# --- info and verify: what a model says about itself, and whether this device agrees ------------
+
+
+@app.command("info")
+def info_command(
+    model: Annotated[Path, typer.Argument(metavar="M.tflite", help="Converted model.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of the readable block.")] = False,
+) -> None:
+    """What a model says about itself: contract, source run, mode, golden inputs, tensors."""
+    import json
+
+    from edge.model_info import describe_model
+
+    info = describe_model(model)
+    typer.echo(json.dumps(info.to_dict(), indent=2) if as_json else info.text())
+
+
+@app.command("verify")
+def verify_command(
+    model: Annotated[Path, typer.Option("--model", metavar="M.tflite", help="Converted model; its golden "
+                                        "inputs file (named in its card) must lie beside it.")],
+    threads: ThreadsOption = None,
+    kernels: Annotated[str, typer.Option("--kernels", help="Kernel set: xnnpack (what score and stream use), "
+                                         "builtin or reference.")] = "xnnpack",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of the readable block.")] = False,
+) -> None:
+    """Run the model's golden inputs here; exit 0 when this device agrees with the build machine,
+    1 when it does not, 2 when the model or its golden inputs are unusable."""
+    import json
+
+    from edge.errors import EXIT_RUNTIME
+    from edge.verify import VerifyOptions, verify_model
+
+    result = verify_model(VerifyOptions(model=model, threads=threads, kernels=kernels))
+    typer.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.text())
+    if not result.passed:
+        raise typer.Exit(EXIT_RUNTIME)
+
+
+# --- report and geojson: what an inspector opens ------------------------------------------------
+
+ResultsArgument = Annotated[Path, typer.Argument(metavar="RESULTS", help="A results file of `crack-edge score` "
+                                                 "(CSV or JSONL, finished or partial).")]
+ResultsFormatOption = Annotated[str | None, typer.Option(
+    "--format", metavar="csv|jsonl", show_default="recognised from the file", help="Format of RESULTS.")]
+
+
+@app.command("report")
+def report_command(
+    results: ResultsArgument,
+    out: Annotated[Path, typer.Option("--out", metavar="FILE.html", help="The report: one self-contained HTML file.")],
+    format: ResultsFormatOption = None,
+    base: Annotated[Path | None, typer.Option(
+        "--base", metavar="DIR", show_default="the current folder",
+        help="Folder that relative photo paths in RESULTS are under (where score ran).")] = None,
+    top: Annotated[int, typer.Option("--top", metavar="N", help="Most likely cracks shown as thumbnails.")] = 24,
+    uncertain: Annotated[int, typer.Option("--uncertain", metavar="N", help="Uncertain photos shown.")] = 24,
+    margin: Annotated[float, typer.Option(
+        "--margin", help="A photo whose probability is within this of the threshold is uncertain.")] = 0.1,
+    thumbnail: Annotated[int, typer.Option("--thumbnail", metavar="PX", help="Long side of a thumbnail.")] = 240,
+) -> None:
+    """One HTML page: counts, histogram, top cracks with heat maps, uncertain photos, folders, map."""
+    from edge.report import ReportOptions, run_report
+
+    summary = run_report(ReportOptions(results=results, out=out, format=format, base=base, top=top,
+                                       uncertain=uncertain, margin=margin, thumbnail=thumbnail))
+    typer.echo(summary.line())
+
+
+@app.command("geojson")
+def geojson_command(
+    results: ResultsArgument,
+    out: Annotated[Path, typer.Option("--out", metavar="FILE.geojson", help="GeoJSON FeatureCollection to write.")],
+    format: ResultsFormatOption = None,
+) -> None:
+    """Photos with a GPS position as GeoJSON points (probability, label, tiles) for QGIS."""
+    from edge.geojson import GeoJsonOptions, run_geojson
+
+    typer.echo(run_geojson(GeoJsonOptions(results=results, out=out, format=format)).line())
+
+
+# the commands whose options a --config file holds: [score] and [stream]
+CONFIG_COMMANDS = {"score": score_command, "stream": stream_command}
 
 
 def main() -> None:

@@ -4,23 +4,32 @@
 the ``min_frames``-th consecutive negative one; shorter runs either way are noise. ``EventWriter``
 appends one JSON object per line (flushed at once, so ``tail -f`` and a crash both see it):
 
-    {"event": "crack_start", "event_id", "time", "frame_index", "first_frame_index",
+    {"event": "crack_start", "id", "event_id", "time", "frame_index", "first_frame_index",
      "probability", "boxes": [[x, y, w, h], ...], "snapshot" (file name, with --snapshots)}
-    {"event": "crack_end", "event_id", "time", "frame_index", "first_frame_index",
+    {"event": "crack_end", "id", "event_id", "time", "frame_index", "first_frame_index",
      "last_frame_index", "peak_probability", "frames", "duration_s", "reason"}
 
 ``frame_index`` is the frame at which the event opened (start) or closed (end); ``first/last_frame
 _index`` are its first and last positive frames; ``frames`` counts the frames processed from the
 first to the last positive one; ``reason`` is "clear" (enough negative frames) or "shutdown".
+``event_id`` counts events from 1 in every run; ``id`` is unique across runs and restarts (the
+run's id, made from the start time and random bits, then the event number and start/end:
+``20250101T120000Z-3fa9c2-0001-start``), so a receiver of delivered events drops repeats by it.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
+import stat
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Literal
+from typing import Literal
+
+log = logging.getLogger("crack.edge")
 
 
 def utc_now() -> datetime:
@@ -52,10 +61,15 @@ class CrackEvent:
     frames: int  # processed frames from the first to the last positive one
     closed: Observation | None = None
     reason: str | None = None
+    run_id: str = ""  # the Debouncer's run: makes ``id`` unique across restarts
+
+    def record_id(self, kind: str) -> str:
+        return f"{self.run_id}-{self.event_id:04d}-{kind}"
 
     def start_record(self) -> dict:
         return {
             "event": "crack_start",
+            "id": self.record_id("start"),
             "event_id": self.event_id,
             "time": iso(self.opened.time),
             "frame_index": self.opened.frame_index,
@@ -68,6 +82,7 @@ class CrackEvent:
         assert self.closed is not None, "the event is still open"
         return {
             "event": "crack_end",
+            "id": self.record_id("end"),
             "event_id": self.event_id,
             "time": iso(self.closed.time),
             "frame_index": self.closed.frame_index,
@@ -86,11 +101,17 @@ class EventChange:
     event: CrackEvent
 
 
+def new_run_id() -> str:
+    """Unique per run, across restarts and devices: the UTC start time and 24 random bits."""
+    return f"{utc_now():%Y%m%dT%H%M%SZ}-{os.urandom(3).hex()}"
+
+
 class Debouncer:
-    def __init__(self, min_frames: int = 3) -> None:
+    def __init__(self, min_frames: int = 3, run_id: str | None = None) -> None:
         if min_frames < 1:
             raise ValueError("min_frames must be at least 1")
         self.min_frames = min_frames
+        self.run_id = run_id or new_run_id()
         self.events_opened = 0
         self.current: CrackEvent | None = None
         self._seen = 0  # frames observed so far
@@ -127,7 +148,7 @@ class Debouncer:
         self.current = CrackEvent(
             event_id=self.events_opened, first=first, opened=observation,
             peak_probability=max(o.probability for _, o in self._run), last_positive=observation,
-            frames=self._seen - first_seen + 1,
+            frames=self._seen - first_seen + 1, run_id=self.run_id,
         )
         self._first_seen = first_seen
         self._run.clear()
@@ -153,26 +174,122 @@ class Debouncer:
 
 
 class EventWriter:
-    """Appends event records to a JSONL file, one flushed line each."""
+    """Appends event records to a JSONL file, one line each, written with ``os.write`` at once
+    (so ``tail -f`` and a crash both see it).
 
-    def __init__(self, path: str | Path) -> None:
+    A failed write (a full disk, an I/O error) never raises: it is logged and counted
+    (``failures``), and the line stays queued and is written by the next ``write`` or ``retry``,
+    from the byte where the failed write stopped, so a line is never torn or written twice. At
+    most ``MAX_PENDING`` lines wait; beyond that the oldest are dropped and counted (``lost``).
+    With ``rotate_bytes``, a file that has grown to that size is renamed to
+    ``NAME.YYYYmmddTHHMMSSZ.jsonl`` (see ``rotated_files``) before the next line.
+    """
+
+    MAX_PENDING = 1000
+
+    def __init__(self, path: str | Path, rotate_bytes: int | None = None) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._handle: IO[str] | None = self.path.open("a", encoding="utf-8")
+        self.rotate_bytes = rotate_bytes
+        self.failures = 0
+        self.lost = 0
+        self.rotations = 0
+        self._pending: deque[bytes] = deque()
+        self._fd: int | None = None
+        self._closed = False
+        self._torn = False  # the file ends inside a line (a write stopped part way)
+        self._open()
 
-    def write(self, record: dict) -> None:
-        if self._handle is None:
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def write(self, record: dict) -> bool:
+        """Queue one record and write what is queued; False if some of it is still waiting."""
+        if self._closed:
             raise ValueError(f"{self.path} is closed")
-        self._handle.write(json.dumps(record) + "\n")
-        self._handle.flush()
+        self._pending.append((json.dumps(record) + "\n").encode())
+        while len(self._pending) > self.MAX_PENDING:
+            self._pending.popleft()
+            self.lost += 1
+            log.error("event line dropped: %s could not be written for %d lines", self.path, self.MAX_PENDING)
+        return self.retry()
+
+    def retry(self) -> bool:
+        """Write the queued lines; True when none is left."""
+        while self._pending:
+            try:
+                if self._fd is None:
+                    self._open()
+                    if self._fd is None:
+                        return False
+                if not self._torn:
+                    self._rotate_if_full()
+                written = os.write(self._fd, self._pending[0])
+            except OSError as exc:
+                self.failures += 1
+                log.warning("cannot write event to %s (%s); %d line(s) waiting, retried later "
+                            "(failure %d)", self.path, exc.strerror or exc, len(self._pending), self.failures)
+                return False
+            if written < len(self._pending[0]):
+                self._pending[0] = self._pending[0][written:]
+                self._torn = True
+            else:
+                self._pending.popleft()
+                self._torn = False
+        return True
 
     def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+        if self._closed:
+            return
+        self._closed = True
+        if not self.retry():
+            log.error("%d event line(s) could not be written to %s", len(self._pending), self.path)
+            self.lost += len(self._pending)
+            self._pending.clear()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def _open(self) -> None:
+        try:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as exc:
+            self.failures += 1
+            self._fd = None
+            log.warning("cannot open %s (%s); events wait in memory and are retried",
+                        self.path, exc.strerror or exc)
+
+    def _rotate_if_full(self) -> None:
+        if not self.rotate_bytes or self._fd is None:
+            return
+        info = os.fstat(self._fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size < self.rotate_bytes:
+            return
+        target = rotated_name(self.path, datetime.now(timezone.utc))
+        os.close(self._fd)
+        self._fd = None
+        os.replace(self.path, target)
+        self.rotations += 1
+        log.info("events file reached %d bytes: moved to %s", info.st_size, target.name)
+        self._open()
 
     def __enter__(self) -> "EventWriter":
         return self
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+def rotated_name(path: Path, moment: datetime) -> Path:
+    """events.jsonl -> events.20250101T120000Z.jsonl (_2, _3, ... within the same second)."""
+    stamp = moment.strftime("%Y%m%dT%H%M%SZ")
+    candidate, copy = path.with_name(f"{path.stem}.{stamp}{path.suffix}"), 1
+    while candidate.exists():
+        copy += 1
+        candidate = path.with_name(f"{path.stem}.{stamp}_{copy}{path.suffix}")
+    return candidate
+
+
+def rotated_files(path: Path) -> list[Path]:
+    """The files ``EventWriter`` rotated ``path`` to, oldest first."""
+    return sorted(path.parent.glob(f"{path.stem}.*{path.suffix}"))

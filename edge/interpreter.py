@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 from dataclasses import dataclass, field
 
 from edge.errors import UserError
@@ -24,6 +25,15 @@ _MODULES = {
     "tensorflow": ("tensorflow", "lite.Interpreter"),
 }
 ENV_VAR = "CRACK_EDGE_INTERPRETER"
+# Kernel sets the interpreter can run a model with, and the OpResolverType member of each:
+# XNNPACK (the default delegate, what the device uses), TFLite's built-in optimised kernels
+# without it, and the reference kernels (plain C++, slow; the numerical yardstick).
+KERNEL_SETS = {
+    "xnnpack": "AUTO",
+    "builtin": "BUILTIN_WITHOUT_DEFAULT_DELEGATES",
+    "reference": "BUILTIN_REF",
+}
+DEFAULT_KERNELS = "xnnpack"
 
 
 @dataclass(frozen=True)
@@ -32,6 +42,18 @@ class InterpreterBackend:
     version: str
     interpreter_class: type
     failures: dict[str, str] = field(default_factory=dict)  # packages tried first and why they failed
+
+    def create(self, model_path: str, threads: int, kernels: str = DEFAULT_KERNELS):
+        """An interpreter for ``model_path`` running ``kernels`` (a key of KERNEL_SETS)."""
+        if kernels not in KERNEL_SETS:
+            raise UserError(f"unknown kernel set {kernels!r}; choose from {', '.join(KERNEL_SETS)}")
+        if kernels == DEFAULT_KERNELS:  # every interpreter package's default: no argument needed
+            return self.interpreter_class(model_path=model_path, num_threads=threads)
+        resolvers = getattr(sys.modules[self.interpreter_class.__module__], "OpResolverType", None)
+        if resolvers is None:
+            raise UserError(f"{self.package} {self.version} cannot choose kernels ({kernels})")
+        return self.interpreter_class(model_path=model_path, num_threads=threads,
+                                      experimental_op_resolver_type=resolvers[KERNEL_SETS[kernels]])
 
     def describe(self) -> str:
         text = f"{self.package} {self.version}"
@@ -59,9 +81,9 @@ def find_interpreter(order: tuple[str, ...] | None = None) -> InterpreterBackend
             continue
         return InterpreterBackend(package, _version_of(package), interpreter_class, failures)
     tried = "; ".join(f"{k}: {v}" for k, v in failures.items())
-    raise UserError(
-        f"no TFLite interpreter could be imported ({tried}); install one: pip install ai-edge-litert"
-    )
+    from edge.health import interpreter_install_advice
+
+    raise UserError(f"no TFLite interpreter could be imported ({tried}); {interpreter_install_advice()}")
 
 
 def _version_of(package: str) -> str:

@@ -1,4 +1,6 @@
-"""Named metadata buffers inside a .tflite file: where a model carries its own contract.
+"""What a .tflite file says about itself: its embedded card and its sidecar.
+
+Named metadata buffers inside a .tflite file are where a model carries its own contract.
 
 A .tflite file is a FlatBuffer whose root ``Model`` table has a ``metadata`` vector of
 ``{name, buffer}`` entries, each naming one of the model's ``buffers`` (TFLite's schema.fbs).
@@ -12,13 +14,17 @@ is not copied into memory. Writing rebuilds the model with the schema's object A
 
 from __future__ import annotations
 
+import hashlib
 import json
 import mmap
+import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 import flatbuffers
 from flatbuffers import number_types
 
+from edge.contract import SIDECAR_SUFFIX, ModelCard
 from edge.errors import UserError
 
 CONTRACT_KEY = "crackkit.contract"
@@ -87,7 +93,7 @@ def read_metadata(path: str | Path) -> dict[str, bytes]:
     try:
         with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as view:
             return metadata_entries(view)
-    except (ValueError, IndexError, OverflowError, UnicodeDecodeError, __import__("struct").error) as exc:
+    except (ValueError, IndexError, OverflowError, UnicodeDecodeError, struct.error) as exc:
         raise UserError(f"{path} is not a TFLite model ({exc})") from None
     except OSError as exc:
         raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
@@ -159,3 +165,70 @@ def _align_buffers(schema, model) -> None:
 
     for buffer in model.buffers:
         buffer.__class__ = AlignedBuffer
+
+
+# --- the model card: embedded, in the sidecar, or both ---------------------------------------------
+
+def sidecar_path(model_path: str | Path) -> Path:
+    """model_int8.tflite -> model_int8.json (written by `crack convert`)."""
+    return Path(model_path).with_suffix(SIDECAR_SUFFIX)
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_sidecar(model_path: str | Path) -> ModelCard | None:
+    """The validated sidecar card, or None if there is none. UserError when it is unusable or
+    its sha256 is not the model's."""
+    path = sidecar_path(model_path)
+    if not path.exists():
+        return None
+    card = ModelCard.load(path)
+    if card.sha256 is None:
+        raise UserError(f"sidecar {path.name}: field 'sha256' is missing")
+    if card.sha256 != file_sha256(model_path):
+        raise UserError(
+            f"{Path(model_path).name} does not match its sidecar {path.name} (sha256 differs): "
+            "the model was replaced or corrupted; copy both files again"
+        )
+    return card
+
+
+def read_embedded_card(model_path: str | Path) -> ModelCard | None:
+    """The validated card embedded in the .tflite, or None when it carries none."""
+    data = read_embedded_card_json(model_path)
+    if data is None:
+        return None
+    return ModelCard.from_dict(data, where=f"contract embedded in {Path(model_path).name}")
+
+
+@dataclass(frozen=True)
+class FoundCard:
+    card: ModelCard | None
+    embedded: bool  # found inside the .tflite
+    sidecar: bool  # found in the sidecar JSON (and its sha256 matched)
+
+    @property
+    def source(self) -> str:
+        return {(True, True): "embedded and sidecar (they agree)", (True, False): "embedded",
+                (False, True): "sidecar", (False, False): "none"}[(self.embedded, self.sidecar)]
+
+
+def read_model_card(model_path: str | Path) -> FoundCard:
+    """The model's card from inside the .tflite and/or its sidecar; UserError when both exist and
+    disagree (a sidecar edited by hand, or copied from another conversion)."""
+    embedded = read_embedded_card(model_path)
+    sidecar = read_sidecar(model_path)
+    if embedded is not None and sidecar is not None:
+        differing = sidecar.differences(embedded)
+        if differing:
+            raise UserError(
+                f"{Path(model_path).name}: its sidecar {sidecar_path(model_path).name} disagrees with "
+                f"the contract embedded in the model ({', '.join(differing)}); copy both files of one "
+                "conversion again, or remove the sidecar to use the embedded contract")
+    return FoundCard(card=sidecar or embedded, embedded=embedded is not None, sidecar=sidecar is not None)

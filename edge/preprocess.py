@@ -1,23 +1,49 @@
 """Where images are decoded and preprocessed for the model: the one implementation that
 training, conversion and the edge runner all call (see ``edge.contract`` for the contract).
 
-- ``decode_image``: bytes or a file -> 8-bit RGB (grayscale, RGBA and 16-bit are converted).
+- ``ImageFile``: an image file opened for decoding; its header is read and checked against the
+  pixel limit (``edge.image_header``) before a single pixel is decoded.
+- ``decode_image`` / ``load_image``: bytes or a file -> 8-bit RGB.
+- ``load_for_model``: a file -> the model's input.
 - ``frame_to_rgb``: an OpenCV BGR camera/video frame -> RGB.
 - ``resize_for_model``: RGB of any size -> ``size`` x ``size`` x 3 uint8, raw 0..255 pixels.
+
+What a file may hold, on purpose:
+- a JPEG is judged by libjpeg itself: any warning that the data is corrupt or ends early makes
+  it an error (``damaged JPEG: ...``), never a score of a half-grey picture; bytes after the
+  end-of-image marker (padding, appended metadata, motion photos) are ignored, as libjpeg does;
+- 16-bit images are scaled by the bit depth their data uses: the smallest of 8, 10, 12, 14 or 16
+  bits that holds the brightest value (a 12-bit sensor's 0..4095 becomes 0..255, not near black);
+- float images must be finite (a NaN or infinite pixel is an error); values up to 1.0 are taken
+  as 0..1, larger ones as 0..255, and anything outside is clipped;
+- grey, grey+alpha, RGBA and palette images become RGB (alpha is dropped);
+- the EXIF orientation is applied: pixels come out upright, as the photo was taken (edge/exif.py).
 """
 
 from __future__ import annotations
 
+import errno
+import io
+import os
+import stat
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from edge.errors import ImageDecodeError
+from edge.exif import ORIENTED_BY_US, read_exif, turns_sideways, upright
+from edge.image_header import DEFAULT_MAX_PIXELS, ImageHeader, check_decode_size, read_header
+from edge.stderr_capture import call_capturing_stderr, pass_on
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
-_JPEG_START = b"\xff\xd8"
 _JPEG_END = b"\xff\xd9"
+# libjpeg warnings that mean the pixels are not what the camera recorded (a bad ICC profile or an
+# unknown JFIF version does not change them)
+_JPEG_DAMAGE = ("Corrupt JPEG data", "Premature end of JPEG file", "Invalid SOS parameters",
+                "Inconsistent progression sequence")
+_JPEG_HARMLESS = ("Corrupt JPEG data: bad ICC marker",)
+_BIT_DEPTHS = (8, 10, 12, 14, 16)
 
 
 def is_image_path(path: str | Path) -> bool:
@@ -28,38 +54,168 @@ def read_file_bytes(path: str | Path) -> bytes:
     try:
         return Path(path).read_bytes()
     except OSError as exc:
-        raise ImageDecodeError(f"cannot read file: {exc.strerror or exc}") from None
+        raise ImageDecodeError(_cannot_read(path, exc)) from None
 
 
-def decode_image(data: bytes) -> np.ndarray:
+def _cannot_read(path: str | Path, exc: OSError) -> str:
+    if isinstance(exc, FileNotFoundError) and os.path.islink(path):
+        return "broken symbolic link (its target is missing)"
+    if exc.errno == errno.ELOOP:
+        return "symbolic link loop"
+    return f"cannot read file: {exc.strerror or exc}"
+
+
+class ImageFile:
+    """An image file open for decoding, its header read and checked; nothing decoded yet.
+
+        with ImageFile(path, max_pixels) as image:   # ImageDecodeError: unreadable, too large
+            rgb = image.decode()
+
+    ``cost`` is the most memory the decode will hold at once (``ImageHeader.decode_memory`` and
+    an 8-bit copy), for a shared budget."""
+
+    def __init__(self, path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+        self.path = path
+        try:  # non-blocking: opening a FIFO must not wait for a writer
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            raise ImageDecodeError(_cannot_read(path, exc)) from None
+        self._file = os.fdopen(fd, "rb")
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise ImageDecodeError(f"not a regular file ({_file_kind(info.st_mode)})")
+            self.size = info.st_size
+            self.header = read_header(self._file)
+            check_decode_size(self.header, max_pixels, file_bytes=self.size)
+            self.exif = read_exif(self._file)  # capture time, GPS, orientation; never raises
+        except OSError as exc:
+            self.close()
+            raise ImageDecodeError(_cannot_read(path, exc)) from None
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def cost(self) -> int:
+        header = self.header
+        copy = 0 if header.bytes_per_sample == 1 and header.channels == 3 else \
+            header.decoded_pixels() * 3  # the 8-bit RGB version
+        turn = header.decoded_pixels() * header.channels * header.bytes_per_sample \
+            if header.format in ORIENTED_BY_US and turns_sideways(self.exif.orientation) else 0
+        return header.decode_memory(self.size) + copy + turn
+
+    def read(self) -> bytes:
+        try:
+            self._file.seek(0)
+            data = self._file.read()
+        except OSError as exc:
+            raise ImageDecodeError(_cannot_read(self.path, exc)) from None
+        if not data:
+            raise ImageDecodeError("empty file")
+        return data
+
+    def decode_stored(self) -> np.ndarray:
+        """The image as OpenCV decodes it, turned upright: BGR, BGRA or grey; 8 or 16 bits or float."""
+        return _decode_stored(self.read(), self.header, self.exif.orientation)
+
+    def decode(self) -> np.ndarray:
+        """8-bit RGB."""
+        return _to_rgb8(self.decode_stored(), owned=True)
+
+    def decode_for_model(self, size: int) -> np.ndarray:
+        """The model's input: size x size x 3 uint8 RGB, raw 0..255. The same pixels as
+        ``resize_for_model(self.decode(), size)``; for 8-bit images (almost every photo) the
+        colour conversion runs after the resize, on far fewer pixels: both are per pixel or per
+        channel, so the order does not change the result."""
+        image = self.decode_stored()
+        if image.dtype != np.uint8:
+            return resize_for_model(_to_rgb8(image, owned=True), size)
+        return _to_rgb8(resize_for_model(image, size), owned=True)
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> "ImageFile":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _file_kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a plain file"
+
+
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode encoded image bytes to an 8-bit RGB array of shape (H, W, 3).
 
-    Raises ImageDecodeError for empty, truncated or undecodable data.
+    Raises ImageDecodeError for empty, truncated, damaged, too large or undecodable data.
     """
-    return _to_rgb8(_decode_as_stored(data))
+    header = read_header(io.BytesIO(data))
+    check_decode_size(header, max_pixels, file_bytes=len(data))
+    orientation = read_exif(io.BytesIO(data)).orientation
+    return _to_rgb8(_decode_stored(data, header, orientation), owned=True)
 
 
-def _decode_as_stored(data: bytes) -> np.ndarray:
-    """OpenCV's decode, unconverted: BGR, BGRA or grey, 8 or 16 bits."""
-    if not data:
-        raise ImageDecodeError("empty file")
-    if data.startswith(_JPEG_START) and _JPEG_END not in data[-64:]:
-        # libjpeg "decodes" a truncated JPEG into a grey-filled image with only a warning.
-        raise ImageDecodeError("truncated JPEG (no end-of-image marker)")
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Read and decode an image file to 8-bit RGB."""
+    with ImageFile(path, max_pixels) as image:
+        return image.decode()
+
+
+def load_for_model(path: str | Path, size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """File -> the model's input: size x size x 3 uint8 RGB, raw 0..255."""
+    with ImageFile(path, max_pixels) as image:
+        return image.decode_for_model(size)
+
+
+def _decode_stored(data: bytes, header: ImageHeader, orientation: int | None) -> np.ndarray:
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    try:
+        if header.format == "jpeg":
+            image, messages = call_capturing_stderr(
+                lambda: cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED))
+            _judge_jpeg(image, messages, data, header)
+        else:
+            image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:
+        lines = str(exc).strip().splitlines()
+        raise ImageDecodeError(f"cannot decode: {lines[-1] if lines else 'OpenCV error'}") from None
     if image is None or image.size == 0:
         raise ImageDecodeError("not a decodable image")
-    return image
+    # IMREAD_UNCHANGED keeps JPEG, PNG and WebP as stored; OpenCV's TIFF decoder turns TIFFs itself
+    return upright(image, orientation) if header.format in ORIENTED_BY_US else image
 
 
-def load_image(path: str | Path) -> np.ndarray:
-    """Read and decode an image file to 8-bit RGB."""
-    return decode_image(read_file_bytes(path))
+def _judge_jpeg(image: np.ndarray | None, messages: str, data: bytes, header: ImageHeader) -> None:
+    """Raise for a JPEG that libjpeg says is damaged or that it could not decode."""
+    damage, other = [], []
+    for line in messages.splitlines(keepends=True):
+        text = line.strip()
+        if text.startswith(_JPEG_DAMAGE) and not text.startswith(_JPEG_HARMLESS):
+            damage.append(text)
+        else:
+            other.append(line)
+    pass_on("".join(other))
+    ended = data.find(_JPEG_END, header.scan_offset or 2) >= 0
+    if any(text.startswith("Premature end of JPEG file") for text in damage) or (
+            image is None and not ended):
+        raise ImageDecodeError("truncated JPEG (the data ends before the end-of-image marker)")
+    if damage:
+        raise ImageDecodeError(f"damaged JPEG: {damage[0]}")
+    if image is None:
+        raise ImageDecodeError("damaged JPEG: the decoder could not read it")
 
 
 def frame_to_rgb(frame_bgr: np.ndarray) -> np.ndarray:
     """OpenCV frames (VideoCapture, imread) are BGR; the model takes RGB."""
-    return _to_rgb8(frame_bgr)
+    return _to_rgb8(frame_bgr, owned=False)
 
 
 def resize_for_model(rgb: np.ndarray, size: int) -> np.ndarray:
@@ -69,31 +225,39 @@ def resize_for_model(rgb: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
 
 
-def load_for_model(path: str | Path, size: int) -> np.ndarray:
-    """File -> the model's input: size x size x 3 uint8 RGB, raw 0..255.
-
-    The same pixels as ``resize_for_model(load_image(path), size)``. For 8-bit images (almost
-    every photo) the colour conversion runs after the resize, on far fewer pixels: both are
-    per-pixel or per-channel, so the order does not change the result."""
-    image = _decode_as_stored(read_file_bytes(path))
-    if image.dtype != np.uint8:
-        return resize_for_model(_to_rgb8(image), size)
-    return _to_rgb8(resize_for_model(image, size))
+def bits_used(image: np.ndarray) -> int:
+    """The bit depth a 16-bit image's data uses (see the module docstring)."""
+    peak = int(image.max()) if image.size else 0
+    return next(bits for bits in _BIT_DEPTHS if peak < (1 << bits) or bits == 16)
 
 
-def _to_rgb8(image: np.ndarray) -> np.ndarray:
+def _to_8_bit(image: np.ndarray, owned: bool) -> np.ndarray:
+    if image.dtype == np.uint8:
+        return image
     if image.dtype == np.uint16:
-        image = (image >> 8).astype(np.uint8)
-    elif image.dtype in (np.float32, np.float64):
-        image = np.clip(image * (255.0 if image.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
-    elif image.dtype != np.uint8:
-        raise ImageDecodeError(f"unsupported pixel type {image.dtype}")
+        return cv2.convertScaleAbs(image, alpha=255.0 / ((1 << bits_used(image)) - 1))
+    if image.dtype in (np.float32, np.float64):
+        if not cv2.checkRange(image, quiet=True)[0]:
+            raise ImageDecodeError("image has NaN or infinite pixels")
+        top = 1.0 if image.max() <= 1.0 else 255.0
+        image = np.clip(image, 0.0, top, out=image if owned else None)
+        return cv2.convertScaleAbs(image, alpha=255.0 / top)
+    raise ImageDecodeError(f"unsupported pixel type {image.dtype}")
+
+
+def _to_rgb8(image: np.ndarray, owned: bool) -> np.ndarray:
+    """8-bit RGB from what OpenCV decodes; converts in place when the array is ``owned``."""
+    deep = image.dtype != np.uint8
+    image = _to_8_bit(image, owned)
+    owned = owned or deep
     if image.ndim == 2:
         return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
     channels = image.shape[2]
     if channels == 1:
         return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
     if channels == 3:
+        if owned and image.flags.c_contiguous:
+            return cv2.cvtColor(image, cv2.COLOR_BGR2RGB, dst=image)
         return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     if channels == 4:
         return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)

@@ -2,30 +2,49 @@
 
 Files are decoded and resized in worker threads ahead of the interpreter (a bounded read-ahead
 window), so the interpreter never waits for the disk or the JPEG decoder; the decoded images are
-scored in batches through ``edge.classifier.CrackClassifier``. Rows are flushed per batch (see
-``edge.results_file``), so a killed run loses nothing it reported and ``--resume`` goes on.
+scored in batches through ``edge.classifier.CrackClassifier``. Rows are written and flushed per
+batch (``edge.results_file``), so a killed run loses nothing it reported and ``--resume`` goes on.
+
+Bounded for an unattended device: every image's header is checked against ``--max-pixels``
+before it is decoded, the decode workers share one memory budget (``edge.memory_budget``) so two
+large photos are not decoded at once, and tiles are bounded (``edge.tiling``). Ctrl-C or SIGTERM
+stops at once: queued decodes are cancelled and a row being written is finished first.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
+import os
 import signal
+import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
+from edge.annotate import AnnotatedPhotos
 from edge.classifier import CrackClassifier
 from edge.contract import folder_label
-from edge.errors import ImageDecodeError, UserError
-from edge.file_inputs import expand_inputs
+from edge.errors import ImageDecodeError, RuntimeFailure, UserError, first_line
+from edge.exif import ExifFields
+from edge.file_inputs import InputFile, Skipped, find_inputs
+from edge.image_header import DEFAULT_MAX_PIXELS, memory_limit
+from edge.memory_budget import MemoryBudget
 from edge.metrics import binary_report
-from edge.preprocess import load_for_model, load_image
-from edge.results_file import ResultsFile, Row, open_for_resume
-from edge.tiling import TileGrid, score_frame
+from edge.model_metadata import file_sha256
+from edge.output_paths import check_output_path
+from edge.preprocess import ImageFile
+from edge.progress import progress_bar
+from edge.results_file import FORMATS, Row, RunIdentity, open_results
+from edge.tiling import TileGrid, TooManyTiles, score_frame
+
+MAX_BATCH_SIZE = 256
+MAX_DECODE_WORKERS = 32
 
 
 @dataclass(frozen=True)
@@ -45,24 +64,42 @@ class ScoreOptions:
     stride: int | None = None
     batch_size: int = 4
     decode_workers: int = 2
+    max_pixels: int = DEFAULT_MAX_PIXELS
     show_progress: bool = True
+    save_annotated: Path | None = None  # write each crack photo annotated below this folder
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1 or self.decode_workers < 1:
-            raise UserError("--batch-size and --decode-workers must be at least 1")
-        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
+        if self.format not in FORMATS:
+            raise UserError(f"unknown --format {self.format!r}; choose csv or jsonl")
+        if self.resume and self.overwrite:
+            raise UserError("give either --resume or --overwrite, not both")
+        if not 1 <= self.batch_size <= MAX_BATCH_SIZE:
+            raise UserError(f"--batch-size must be between 1 and {MAX_BATCH_SIZE}, "
+                            f"got {self.batch_size}")
+        if not 1 <= self.decode_workers <= MAX_DECODE_WORKERS:
+            raise UserError(f"--decode-workers must be between 1 and {MAX_DECODE_WORKERS}, "
+                            f"got {self.decode_workers}")
+        if self.threads is not None and self.threads < 1:
+            raise UserError(f"--threads must be at least 1, got {self.threads}")
+        if self.threshold is not None and not (math.isfinite(self.threshold)
+                                               and 0.0 <= self.threshold <= 1.0):
             raise UserError(f"--threshold must be between 0 and 1, got {self.threshold}")
+        if self.max_pixels < 1:
+            raise UserError(f"--max-pixels must be at least 1, got {self.max_pixels}")
 
 
 @dataclass
 class ScoreSummary:
     files: int = 0
     already_done: int = 0
+    retried: int = 0  # error rows of an earlier run scored again (--resume)
     scored: int = 0
     errors: int = 0
     seconds: float = 0.0
     interpreter: str = ""
     threads: int = 0
+    skipped: Skipped = field(default_factory=Skipped)
+    annotated: str = ""  # --save-annotated: what was saved
     metrics: dict | None = None
     unlabelled: int = 0
     labels: list[int] = field(default_factory=list, repr=False)
@@ -73,10 +110,17 @@ class ScoreSummary:
         return (self.scored + self.errors) / self.seconds if self.seconds > 0 else 0.0
 
     def lines(self) -> list[str]:
-        lines = [f"scored {self.scored} image(s), {self.errors} error(s)"
-                 + (f", {self.already_done} already in the output (--resume)" if self.already_done else "")
-                 + f" in {self.seconds:.1f} s ({self.images_per_second:.1f} images/s; "
+        resumed = ""
+        if self.already_done:
+            resumed = f", {self.already_done} already in the output (--resume)"
+        if self.retried:
+            resumed += f", {self.retried} earlier error row(s) retried"
+        lines = [f"scored {self.scored} image(s), {self.errors} error(s){resumed} in "
+                 f"{self.seconds:.1f} s ({self.images_per_second:.1f} images/s; "
                  f"{self.interpreter}, {self.threads} thread(s))"]
+        lines.extend(self.skipped.lines())
+        if self.annotated:
+            lines.append(self.annotated)
         if self.metrics is not None:
             m = self.metrics
             lines.append(f"against folder labels ({m['count']} images, threshold "
@@ -88,15 +132,15 @@ class ScoreSummary:
         return lines
 
 
-Decoded = tuple[Path, "np.ndarray | None", str]
-
-
-def decode_ahead(paths: Iterable[Path], decode: Callable[[Path], np.ndarray], workers: int,
-                 window: int) -> Iterator[Decoded]:
-    """(path, image or None, error) in input order, decoding up to ``window`` files ahead."""
+def decode_ahead(paths: Iterable[Path], decode: Callable[[Path], object], workers: int,
+                 window: int) -> Iterator[tuple[Path, object, str]]:
+    """(path, decoded or None, error) in input order, decoding up to ``window`` files ahead.
+    Closing the generator early (an error, Ctrl-C, SIGTERM) cancels every queued decode; at most
+    the ``workers`` decodes already running finish in the background."""
     paths = iter(paths)
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
-        pending: deque = deque()
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode")
+    pending: deque = deque()
+    try:
         for path in paths:
             pending.append((path, pool.submit(decode, path)))
             if len(pending) >= window:
@@ -111,46 +155,113 @@ def decode_ahead(paths: Iterable[Path], decode: Callable[[Path], np.ndarray], wo
             except ImageDecodeError as exc:
                 yield path, None, str(exc)
             except OSError as exc:
-                yield path, None, f"cannot read file: {exc}"
+                yield path, None, f"cannot read file: {exc.strerror or exc}"
+            except MemoryError:
+                yield path, None, "cannot decode: out of memory"
             except Exception as exc:  # e.g. a cv2.error from a decoder: this file fails, not the run
-                yield path, None, f"cannot decode: {type(exc).__name__}: {exc}".splitlines()[0]
+                yield path, None, f"cannot decode: {first_line(exc)}"
+    finally:
+        for _, future in pending:
+            future.cancel()
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+class _Decoder:
+    """Decodes one file under the shared memory budget. For the model, the budget is given back
+    as soon as the image is resized; for tiles, the whole image is kept and its budget is given
+    back by the consumer once the tiles are scored."""
+
+    def __init__(self, input_size: int, for_tiles: bool, max_pixels: int,
+                 budget: MemoryBudget) -> None:
+        self.input_size, self.for_tiles = input_size, for_tiles
+        self.max_pixels, self.budget = max_pixels, budget
+
+    def __call__(self, path: Path) -> tuple[np.ndarray, int, ExifFields]:
+        with ImageFile(path, self.max_pixels) as image:
+            held = self.budget.acquire(image.cost)
+            if self.for_tiles:
+                try:
+                    return image.decode(), held, image.exif
+                except BaseException:
+                    self.budget.release(held)
+                    raise
+            try:
+                return image.decode_for_model(self.input_size), 0, image.exif
+            finally:
+                self.budget.release(held)
 
 
 def scored_rows(classifier: CrackClassifier, paths: list[Path], grid: TileGrid,
-                batch_size: int = 4, workers: int = 2) -> Iterator[list[Row]]:
+                batch_size: int = 4, workers: int = 2, max_pixels: int = DEFAULT_MAX_PIXELS,
+                budget: MemoryBudget | None = None) -> Iterator[list[Row]]:
     """Rows for ``paths``, a batch at a time (errors in their own list, as soon as they are seen)."""
     contract = classifier.contract
-    size = contract.input_size
-    if grid.is_whole_frame:
-        decode = lambda path: load_for_model(path, size)  # noqa: E731
-    else:
-        decode = load_image
-    batch: list[tuple[Path, np.ndarray]] = []
+    budget = budget or MemoryBudget(memory_limit(max_pixels))
+    decode = _Decoder(contract.input_size, not grid.is_whole_frame, max_pixels, budget)
+    ahead = decode_ahead(paths, decode, workers, window=batch_size * 2 + workers)
+    batch: list[tuple[Path, np.ndarray, ExifFields]] = []
+
+    def row(path: Path, probability: float, latency_ms: float, exif: ExifFields,
+            tiles: tuple | None = None) -> Row:
+        if not math.isfinite(probability):
+            return Row(str(path), None, "", None, "the model returned a non-finite probability")
+        return Row(str(path), probability, contract.label_name(probability), latency_ms, "",
+                   **asdict(exif), tiles=tiles)
 
     def run_batch() -> list[Row]:
         started = time.perf_counter()
-        probabilities = classifier.predict(np.stack([image for _, image in batch]))
+        probabilities = _predict(classifier, np.stack([image for _, image, _ in batch]))
         each = (time.perf_counter() - started) * 1000.0 / len(batch)
-        rows = [Row(str(path), float(p), contract.label_name(float(p)), each)
-                for (path, _), p in zip(batch, probabilities)]
+        rows = [row(path, float(p), each, exif) for (path, _, exif), p in zip(batch, probabilities)]
         batch.clear()
         return rows
 
-    for path, image, error in decode_ahead(paths, decode, workers, window=batch_size * 2 + workers):
-        if image is None:
-            yield [Row(str(path), None, "", None, error)]
-            continue
-        if not grid.is_whole_frame:
-            started = time.perf_counter()
-            frame = score_frame(classifier, image, grid)
-            yield [Row(str(path), frame.probability, contract.label_name(frame.probability),
-                       (time.perf_counter() - started) * 1000.0)]
-            continue
-        batch.append((path, image))
-        if len(batch) >= batch_size:
+    try:
+        for path, decoded, error in ahead:
+            if decoded is None:
+                yield [Row(str(path), None, "", None, error)]
+                continue
+            image, held, exif = decoded
+            if not grid.is_whole_frame:
+                try:
+                    started = time.perf_counter()
+                    frame = _score_tiles(classifier, image, grid)
+                    latency = (time.perf_counter() - started) * 1000.0
+                except TooManyTiles as exc:
+                    yield [Row(str(path), None, "", None, str(exc))]
+                    continue
+                finally:
+                    del image
+                    budget.release(held)
+                tiles = tuple((*t.box.as_list(), t.probability) for t in frame.tiles)
+                yield [row(path, frame.probability, latency, exif, tiles)]
+                continue
+            batch.append((path, image, exif))
+            if len(batch) >= batch_size:
+                yield run_batch()
+        if batch:
             yield run_batch()
-    if batch:
-        yield run_batch()
+    finally:
+        ahead.close()  # cancels queued decodes
+        budget.close()  # wakes decodes waiting for memory
+
+
+def _predict(classifier: CrackClassifier, images: np.ndarray) -> np.ndarray:
+    try:
+        return classifier.predict(images)
+    except (RuntimeError, ValueError) as exc:
+        raise RuntimeFailure(f"the interpreter failed on {classifier.model_path.name}: "
+                             f"{first_line(exc)}") from None
+
+
+def _score_tiles(classifier: CrackClassifier, image: np.ndarray, grid: TileGrid):
+    try:
+        return score_frame(classifier, image, grid)
+    except TooManyTiles:
+        raise
+    except (RuntimeError, ValueError) as exc:
+        raise RuntimeFailure(f"the interpreter failed on {classifier.model_path.name}: "
+                             f"{first_line(exc)}") from None
 
 
 def probabilities_for(model: Path, paths: list[Path], threads: int | None = None) -> list[float | None]:
@@ -161,47 +272,64 @@ def probabilities_for(model: Path, paths: list[Path], threads: int | None = None
     return [found[str(path)] for path in paths]
 
 
-def truth_from_folders(path: str) -> int | None:
-    """The label named by the nearest enclosing class folder (crack/no_crack, Positive/...)."""
-    for parent in Path(path).parents:
-        label = folder_label(parent.name)
+def truth_from_folders(path: Path, root: Path) -> int | None:
+    """The label named by the nearest class folder (crack/no_crack, Positive/...) between the
+    file and ``root``, ``root`` included: folders above what was given never count."""
+    try:
+        below = path.parent.relative_to(root).parts
+    except ValueError:
+        below = ()
+    for name in reversed((root.name, *below)):
+        label = folder_label(name)
         if label is not None:
             return label
     return None
 
 
 def run_score(options: ScoreOptions, say: Callable[[str], None] = print) -> ScoreSummary:
-    classifier = CrackClassifier(options.model, threads=options.threads)
-    paths = expand_inputs(options.inputs)
-    if not paths:
-        raise UserError("no image files found in the given paths")
+    grid = TileGrid.parse(options.tiles, options.tile_size, options.stride)
     out = Path(options.out)
-    done: set[str] = set()
-    if options.resume:
-        done = open_for_resume(out, options.format)
-    elif out.exists() and out.stat().st_size > 0 and not options.overwrite:
-        raise UserError(f"{out} exists; use --resume to continue it or --overwrite to replace it")
+    check_output_path(out)
+    classifier = CrackClassifier(options.model, threads=options.threads)
+    found = find_inputs(options.inputs)
+    if not found.files:
+        raise UserError("no image files found in the given paths"
+                        + "".join(f"; {line}" for line in found.skipped.lines()))
     if options.threshold is not None:
         classifier.contract = classifier.contract.with_threshold(options.threshold)
-    grid = TileGrid.parse(options.tiles, options.tile_size, options.stride)
-    todo = [path for path in paths if str(path) not in done]
-    summary = ScoreSummary(files=len(paths), already_done=len(paths) - len(todo),
-                           interpreter=classifier.backend.describe(), threads=classifier.threads)
+    contract = classifier.contract
+    identity = RunIdentity(model=Path(options.model).name,
+                           model_sha256=file_sha256(options.model),
+                           threshold=contract.threshold, tiles=grid.describe(),
+                           labels=tuple(contract.labels), input_size=contract.input_size)
+    annotator = None if options.save_annotated is None else \
+        AnnotatedPhotos(options.save_annotated, contract.threshold, options.max_pixels)
+    opened = open_results(out, options.format, identity, resume=options.resume,
+                          overwrite=options.overwrite)
+    todo = [file for file in found.files if os.fsencode(str(file.path)) not in opened.done]
+    roots = {str(file.path): file.root for file in todo}
+    summary = ScoreSummary(files=len(found.files), already_done=len(found.files) - len(todo),
+                           retried=opened.retried, interpreter=classifier.backend.describe(),
+                           threads=classifier.threads, skipped=found.skipped)
     started = time.perf_counter()
-    previous_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+    stop = _StopOnSignals()
     try:
-        with ResultsFile(out, options.format, append=options.resume) as results, \
-                _progress(len(todo), options.show_progress) as advance:
-            for rows in scored_rows(classifier, todo, grid, options.batch_size,
-                                    options.decode_workers):
-                results.write(rows)
+        with opened.writer as results, stop, \
+                progress_bar("scoring", len(todo), options.show_progress) as advance:
+            for rows in scored_rows(classifier, [file.path for file in todo], grid,
+                                    options.batch_size, options.decode_workers,
+                                    options.max_pixels):
+                with stop.deferred():
+                    results.write(rows)
+                if annotator is not None:
+                    annotator.add(rows)
                 for row in rows:
                     if row.error:
                         summary.errors += 1
                         continue
                     summary.scored += 1
                     if options.labels_from_folders:
-                        truth = truth_from_folders(row.path)
+                        truth = truth_from_folders(Path(row.path), roots[row.path])
                         if truth is None:
                             summary.unlabelled += 1
                         else:
@@ -209,48 +337,50 @@ def run_score(options: ScoreOptions, say: Callable[[str], None] = print) -> Scor
                             summary.probabilities.append(row.probability)
                 advance(len(rows))
     finally:
-        signal.signal(signal.SIGTERM, previous_term)
         summary.seconds = time.perf_counter() - started
+        if annotator is not None:
+            summary.annotated = annotator.close()
     if options.labels_from_folders:
         if not summary.labels:
             say("warning: --labels-from-folders found no crack/no_crack folder names in the paths")
         else:
             summary.metrics = binary_report(summary.labels, summary.probabilities,
-                                            classifier.contract.threshold)
+                                            contract.threshold)
     return summary
 
 
-def _raise_interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
+class _StopOnSignals:
+    """SIGTERM (and SIGINT) raise KeyboardInterrupt in the main thread, except inside
+    ``deferred()`` (writing rows), where the stop waits for the block to end."""
 
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-class _progress:
-    """A rich progress bar with images per second, or nothing when disabled."""
+    def __init__(self) -> None:
+        self.requested = False
+        self._deferring = False
+        self._previous: dict = {}
 
-    def __init__(self, total: int, enabled: bool) -> None:
-        self.total, self.enabled = total, enabled
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+        if not self._deferring:
+            raise KeyboardInterrupt
 
-    def __enter__(self) -> Callable[[int], None]:
-        if not self.enabled:
-            return lambda count: None
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        self._deferring = True
+        try:
+            yield
+        finally:
+            self._deferring = False
+        if self.requested:
+            raise KeyboardInterrupt
 
-        self._progress = Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(),
-                                  TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
-                                  TimeRemainingColumn(), transient=False)
-        self._progress.__enter__()
-        task = self._progress.add_task("score", total=self.total, rate="")
-        started = time.perf_counter()
-        done = [0]
-
-        def advance(count: int) -> None:
-            done[0] += count
-            rate = done[0] / max(time.perf_counter() - started, 1e-9)
-            self._progress.update(task, advance=count, rate=f"{rate:.1f} img/s")
-
-        return advance
+    def __enter__(self) -> "_StopOnSignals":
+        if threading.current_thread() is threading.main_thread():
+            for number in self.SIGNALS:
+                self._previous[number] = signal.signal(number, self._handle)
+        return self
 
     def __exit__(self, *exc) -> None:
-        if self.enabled:
-            self._progress.__exit__(*exc)
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)

@@ -1,10 +1,18 @@
 """`crack-edge stream`: a camera, video file, URL, GStreamer pipeline or picamera2 -> crack events.
 
-Per frame: ``frame_to_rgb`` -> ``score_frame`` (whole frame or tiles, one batched invoke) -> the
-debouncer. An event start writes a ``crack_start`` line to ``--events`` and the annotated frame to
+Per frame: the capture thread decodes it and makes the model's input (``prepare_frame``: colour,
+resize, tiles; the newest frame only for a live source), so that the scoring thread goes from
+invoke to invoke -> the score (whole frame or tiles, one batched invoke) -> the debouncer. The
+full-resolution frame stays with it for snapshots, the overlay and the preview. An event start writes a ``crack_start`` line to ``--events`` and the annotated frame to
 ``--snapshots``; its end writes ``crack_end``. SIGINT/SIGTERM, ``--max-frames``, ``--duration``,
-the end of a video file and (with ``--show``) the q key all stop the run the same way: the capture
-thread is stopped, an open event is closed and written, and a one-line summary is printed.
+the end of a video file, a stalled source (``--stall-timeout``) and (with ``--show``) the q key all
+stop the run the same way: the capture thread is stopped, an open event is closed and written, and
+a one-line summary is printed.
+
+Unattended (see edge/DEVICE.md): systemd is told READY once the model is loaded and the first
+frame scored, WATCHDOG only while frames are being scored, and a STATUS line; a status line with
+the device's health goes to the log every ``--status-interval`` seconds; events and snapshots are
+kept within ``--max-disk-mb`` and ``--keep-days``; a failed write is retried, never fatal.
 
 OpenCV, the capture thread and the interpreter are imported inside ``run_stream`` so that
 ``crack-edge --help`` stays instant on a Raspberry Pi.
@@ -12,7 +20,9 @@ OpenCV, the capture thread and the interpreter are imported inside ``run_stream`
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import signal
 import threading
 import time
@@ -23,13 +33,22 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from edge.errors import EXIT_OK, EXIT_RUNTIME, UserError
+from edge.disk_budget import DEFAULT_KEEP_DAYS, DEFAULT_MAX_DISK_MB
+from edge.outbox import DEFAULT_OUTBOX_MB
+from edge.errors import EXIT_OK, EXIT_RUNTIME, EXIT_STALLED, UserError
+from edge.output_paths import check_output_path
 
 log = logging.getLogger("crack.edge")
 WINDOW = "crack-edge"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-POLL_SECONDS = 0.25  # how often the loop looks at the stop flag and --duration while waiting
+POLL_SECONDS = 0.25  # how often the loop looks at the stop flag, --duration and stalls while waiting
 FPS_WINDOW = 30  # frames in the overlay's rolling FPS
+HOUSEKEEPING_SECONDS = 5.0  # retry failed writes, send systemd's STATUS, this often
+PRUNE_SECONDS = 60.0  # check the disk budget this often (and after every rotation)
+ROTATIONS = (0, 90, 180, 270)
+
+# how a run ended -> the process's exit code (edge/FORMATS.md)
+EXIT_CODES = {"source closed": EXIT_RUNTIME, "truncated video": EXIT_RUNTIME, "stalled": EXIT_STALLED}
 
 
 @dataclass(frozen=True)
@@ -49,9 +68,36 @@ class StreamOptions:
     duration: float | None = None  # seconds
     reconnect_initial: float = 0.5
     reconnect_max: float = 10.0
+    stall_timeout: float | None = None  # seconds without a frame -> exit EXIT_STALLED
+    status_interval: float = 60.0  # seconds between status lines in the log
+    max_disk_mb: float | None = DEFAULT_MAX_DISK_MB  # events + snapshots; 0/None: no limit
+    keep_days: float | None = DEFAULT_KEEP_DAYS  # older events files and snapshots go; 0/None: keep
+    rotate: int = 0  # degrees clockwise
+    hflip: bool = False
+    vflip: bool = False
+    resolution: str | None = None  # camera capture size WIDTHxHEIGHT
+    webhook: str | None = None  # event delivery through the outbox: edge/event_sinks.py
+    webhook_snapshots: bool = False
+    mqtt: str | None = None
+    outbox: Path | None = None
+    outbox_mb: float = DEFAULT_OUTBOX_MB
+    serve: str | None = None  # the live preview page HOST:PORT: edge/preview_server.py
+    serve_token: str | None = None
     verbose: bool = False
 
+    def sink_options(self):
+        from edge.event_sinks import SinkOptions
+
+        return SinkOptions(self.webhook, self.webhook_snapshots, self.mqtt, self.outbox, self.outbox_mb)
+
+    def preview_options(self):
+        from edge.preview_server import PreviewOptions
+
+        return PreviewOptions(self.serve, self.serve_token)
+
     def validate(self) -> None:
+        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
+            raise UserError(f"--threshold must be between 0 and 1, got {self.threshold}")
         if self.min_frames < 1:
             raise UserError("--min-frames must be at least 1")
         if self.max_frames is not None and self.max_frames < 1:
@@ -62,6 +108,37 @@ class StreamOptions:
             raise UserError("--threads must be at least 1")
         if self.reconnect_initial <= 0 or self.reconnect_max < self.reconnect_initial:
             raise UserError("--reconnect-initial must be positive and at most --reconnect-max")
+        if self.stall_timeout is not None and self.stall_timeout <= 0:
+            raise UserError("--stall-timeout must be positive")
+        if self.status_interval <= 0:
+            raise UserError("--status-interval must be positive")
+        if (self.max_disk_mb or 0) < 0 or (self.keep_days or 0) < 0:
+            raise UserError("--max-disk-mb and --keep-days must be 0 (no limit) or more")
+        if self.rotate not in ROTATIONS:
+            raise UserError(f"--rotate takes 0, 90, 180 or 270, not {self.rotate}")
+        if self.resolution is not None:
+            from edge.sources import parse_size
+
+            parse_size(self.resolution, "--resolution")
+        if self.events is not None:
+            check_output_path(self.events, "--events")
+        _check_snapshot_folder(self.snapshots)
+        self.sink_options().validate()
+        if self.serve is not None:
+            self.preview_options().validate()
+        elif self.serve_token is not None:
+            raise UserError("--serve-token needs --serve")
+
+
+def _check_snapshot_folder(path: Path | None) -> None:
+    """--snapshots must be (or become) a folder: not a file, not under one."""
+    if path is None:
+        return
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            if not candidate.is_dir():
+                raise UserError(f"--snapshots {path}: {candidate} is a file, not a folder")
+            return
 
 
 @dataclass
@@ -74,6 +151,10 @@ class StreamSummary:
     reconnects: int = 0
     elapsed_s: float = 0.0
     stop_reason: str = ""
+    truncated: tuple[int, int] | None = None  # (frames read, frames announced) of a cut-off video
+    write_failures: int = 0  # failed attempts to write an event line or a snapshot (retried)
+    lost_writes: int = 0  # event lines and snapshots given up on
+    pruned_files: int = 0  # old events files and snapshots deleted for the disk budget
     snapshot_paths: list[Path] = field(default_factory=list)
 
     @property
@@ -82,14 +163,23 @@ class StreamSummary:
 
     @property
     def exit_code(self) -> int:
-        """0, or 1 when a live source could no longer be read (systemd's Restart=on-failure)."""
-        return EXIT_RUNTIME if self.stop_reason == "source closed" else EXIT_OK
+        """0; 1 when a live source could no longer be read, a video was cut off or events or
+        snapshots could not be written in the end (a full disk: systemd's Restart=on-failure
+        starts it again); EXIT_STALLED (3) when no frame came in time."""
+        code = EXIT_CODES.get(self.stop_reason, EXIT_OK)
+        return EXIT_RUNTIME if code == EXIT_OK and self.lost_writes else code
 
     def line(self) -> str:
-        return (f"stream: {self.frames} frames from {self.source} in {self.elapsed_s:.1f} s "
+        text = (f"stream: {self.frames} frames from {self.source} in {self.elapsed_s:.1f} s "
                 f"({self.fps:.1f} FPS), {self.events} event{'s' if self.events != 1 else ''}, "
-                f"{self.dropped} dropped, {self.reconnects} reconnect{'s' if self.reconnects != 1 else ''}; "
-                f"stopped by {self.stop_reason}")
+                f"{self.dropped} dropped, {self.reconnects} reconnect{'s' if self.reconnects != 1 else ''}")
+        if self.truncated is not None:
+            text += f", video cut off after {self.truncated[0]} of {self.truncated[1]} frames"
+        if self.write_failures or self.lost_writes:
+            text += f", {self.write_failures} failed write(s), {self.lost_writes} lost"
+        if self.pruned_files:
+            text += f", {self.pruned_files} old file(s) pruned"
+        return text + f"; stopped by {self.stop_reason}"
 
 
 class _StopFlag:
@@ -133,150 +223,383 @@ def _stop_on_signals(flag: _StopFlag) -> Iterator[None]:
             signal.signal(sig, old)
 
 
+def opencv_gui() -> str | None:
+    """The GUI backend OpenCV was built with (GTK, QT, ...), None for a headless build."""
+    import re
+
+    import cv2
+
+    match = re.search(r"^\s*GUI:\s*(\S+)", cv2.getBuildInformation(), re.MULTILINE)
+    backend = match.group(1) if match else "NONE"
+    return None if backend.upper() == "NONE" else backend
+
+
+def _check_show_possible() -> None:
+    """--show needs a GUI build of OpenCV and a display; say so before anything is loaded."""
+    if opencv_gui() is None:
+        raise UserError("--show needs an OpenCV built with a GUI and opencv-python-headless has none; "
+                        "on a desktop install opencv-python instead, or run without --show")
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise UserError("--show needs a desktop session (neither DISPLAY nor WAYLAND_DISPLAY is set); "
+                        "run without --show on a headless device")
+
+
 def _open_window() -> None:
     import cv2
 
     try:
         cv2.namedWindow(WINDOW, cv2.WINDOW_NORMAL)
-    except cv2.error:
-        raise UserError(
-            "--show needs an OpenCV built with a GUI and opencv-python-headless has none; "
-            "on a desktop install opencv-python instead, or run without --show"
-        ) from None
+    except cv2.error as exc:
+        raise UserError(f"--show cannot open a window: {str(exc).strip().splitlines()[-1]}") from None
 
 
-def save_snapshot(directory: Path, event_id: int, frame_index: int, image) -> Path | None:
-    """event_0001_frame_000123.jpg; a name left by an earlier run gets _2, _3, ... (event ids and
-    frame indices start again at every run). None, logged, if the JPEG cannot be written."""
-    import cv2
-
-    stem = f"event_{event_id:04d}_frame_{frame_index:06d}"
-    path, copy = directory / f"{stem}.jpg", 1
-    while path.exists():
-        copy += 1
-        path = directory / f"{stem}_{copy}.jpg"
-    if not cv2.imwrite(str(path), image):
-        log.error("could not write snapshot %s", path)
-        return None
-    return path
+def _model_image(frame):
+    """The picture the model sees: the camera's lores frame when it has one, else the frame."""
+    return frame.image if frame.small is None else frame.small
 
 
 def run_stream(options: StreamOptions, stop: threading.Event | None = None,
                on_frame: Callable[[int, float], None] | None = None) -> StreamSummary:
-    """Run until the source ends, a bound is reached, or ``stop`` is set (SIGINT/SIGTERM set it
-    too when called on the main thread). Returns what happened; never raises for a lost stream.
-    ``on_frame(frame_index, probability)`` is called after each scored frame (bench times it)."""
-    import cv2
-
-    from edge.capture import Capture
-    from edge.classifier import CrackClassifier
-    from edge.events import Debouncer, EventWriter, Observation
-    from edge.overlay import draw_overlay
-    from edge.preprocess import frame_to_rgb
-    from edge.sources import Backoff, parse_source
-    from edge.tiling import TileGrid, score_frame
-
+    """Run until the source ends, a bound is reached, the source stalls, or ``stop`` is set
+    (SIGINT/SIGTERM set it too when called on the main thread). Returns what happened; never
+    raises for a lost stream or a failed write. ``on_frame(frame_index, probability)`` is called
+    after each scored frame (bench times it)."""
     options.validate()
-    spec = parse_source(options.source)
-    grid = TileGrid.parse(options.tiles, options.tile_size, options.stride)
-    backoff = Backoff(options.reconnect_initial, options.reconnect_max)
     if options.show:
-        _open_window()
-    classifier = CrackClassifier(options.model, threads=options.threads)
-    contract = classifier.contract
-    if options.threshold is not None:
-        contract = contract.with_threshold(options.threshold)
-    threshold = contract.threshold
-    log.info("model %s (input %d, threshold %.3f, %s), source %s", options.model, contract.input_size,
-             threshold, classifier.backend.describe(), spec.describe())
-    if options.snapshots is not None:
-        options.snapshots.mkdir(parents=True, exist_ok=True)
+        _check_show_possible()
+    return _StreamRun(options, stop, on_frame).run()
 
-    summary = StreamSummary(source=spec.describe())
-    flag = _StopFlag(stop)
-    debouncer = Debouncer(options.min_frames)
-    writer: EventWriter | None = None
-    capture = Capture(spec, backoff)
-    done_times: deque[float] = deque(maxlen=FPS_WINDOW)
-    last: Observation | None = None
-    started = time.monotonic()
 
-    def record(data: dict) -> None:
-        if writer is not None:
-            writer.write(data)
+class _StreamRun:
+    """One run of the stream: the state the frame loop, the events and housekeeping share."""
 
-    try:
-        with _stop_on_signals(flag):
-            capture.start()  # a bad file, no picamera2, no GStreamer: UserError here
-            if options.events is not None:
-                writer = EventWriter(options.events)
-            while not flag.is_set():
-                if options.duration is not None and time.monotonic() - started >= options.duration:
-                    flag.set("duration")
-                    break
-                frame = capture.get(timeout=POLL_SECONDS)
-                if frame is None:
-                    if capture.ended:
-                        flag.set("end of video" if not spec.is_live else "source closed")
+    def __init__(self, options: StreamOptions, stop: threading.Event | None,
+                 on_frame: Callable[[int, float], None] | None) -> None:
+        from edge.capture import Capture
+        from edge.classifier import CrackClassifier
+        from edge.disk_budget import DiskBudget
+        from edge.events import Debouncer
+        from edge.health import cpu_info, default_threads
+        from edge.sources import Backoff, check_source, frame_transform, parse_source, with_resolution
+        from edge.systemd_notify import SystemdNotifier
+        from edge.tiling import TileGrid
+
+        self.options = options
+        self.on_frame = on_frame
+        self.spec = with_resolution(parse_source(options.source), options.resolution)
+        self.grid = TileGrid.parse(options.tiles, options.tile_size, options.stride)
+        check_source(self.spec)  # a missing file, no GStreamer: before the model is loaded
+        backoff = Backoff(options.reconnect_initial, options.reconnect_max)
+        self.budget = DiskBudget.from_options(options.max_disk_mb, options.keep_days)
+        self.classifier = CrackClassifier(options.model, threads=options.threads or default_threads())
+        contract = self.classifier.contract
+        if options.threshold is not None:
+            contract = contract.with_threshold(options.threshold)
+        self.contract = contract
+        self.threshold = contract.threshold
+        size = contract.input_size
+        if self.spec.kind == "picamera2" and self.grid.is_whole_frame and size % 2 == 0:
+            # the camera's ISP scales a lores stream to the model's input; the full frame is
+            # kept for snapshots (tiles need the full frame: no lores with --tiles)
+            self.spec = dataclasses.replace(self.spec, lores=(size, size))
+        self.cpu = cpu_info()
+        log.info("model %s (input %d, threshold %.3f, %s, %d thread(s)), source %s; %s", options.model,
+                 contract.input_size, self.threshold, self.classifier.backend.describe(),
+                 self.classifier.threads, self.spec.describe(), self.cpu.line())
+        self.summary = StreamSummary(source=self.spec.describe())
+        self.flag = _StopFlag(stop)
+        self.debouncer = Debouncer(options.min_frames)
+        self.capture = Capture(self.spec, backoff,
+                               transform=frame_transform(options.rotate, options.hflip, options.vflip),
+                               prepare=self._model_input)
+        self.notifier = SystemdNotifier.from_environment()
+        self.writer = None
+        self.snapshots = None
+        self.sinks = None  # edge.event_sinks.EventSinks with --webhook/--mqtt
+        self.preview = None  # edge.preview_server.PreviewServer with --serve
+        self.done_times: deque[float] = deque(maxlen=FPS_WINDOW)
+        self.last = None  # the last Observation
+        self.ready_sent = False
+        self.last_ping = float("-inf")
+        self.stalled_reported = False
+
+    # --- the frame loop ------------------------------------------------------------------------
+
+    def run(self) -> StreamSummary:
+        import cv2
+
+        options = self.options
+        started = time.monotonic()
+        try:
+            with _stop_on_signals(self.flag):
+                if options.show:
+                    _open_window()
+                self.capture.start()  # a bad file, no picamera2, no GStreamer: UserError here
+                self._open_outputs()
+                started = time.monotonic()  # --duration and --stall-timeout count from here
+                next_housekeeping = started + HOUSEKEEPING_SECONDS
+                next_status = started + options.status_interval
+                next_prune = started + PRUNE_SECONDS
+                while not self.flag.is_set():
+                    now = time.monotonic()
+                    if options.duration is not None and now - started >= options.duration:
+                        self.flag.set("duration")
                         break
-                    continue
-                score = score_frame(classifier, frame_to_rgb(frame.image), grid)
-                positive = score.probability >= threshold
-                boxes = [[t.box.x0, t.box.y0, t.box.x1 - t.box.x0, t.box.y1 - t.box.y0]
-                         for t in score.tiles if t.probability >= threshold]
-                last = Observation(frame.index, score.probability, positive, boxes,
-                                   datetime.fromtimestamp(frame.time, timezone.utc))
-                change = debouncer.update(last)
-                summary.frames += 1
-                if on_frame is not None:
-                    on_frame(frame.index, score.probability)
-                done_times.append(time.monotonic())
-                fps = ((len(done_times) - 1) / (done_times[-1] - done_times[0])
-                       if len(done_times) > 1 and done_times[-1] > done_times[0] else None)
-                if options.verbose:
-                    log.debug("frame %d: p=%.4f%s", frame.index, score.probability, " crack" if positive else "")
+                    if now >= next_housekeeping:
+                        self._housekeeping(started)
+                        next_housekeeping = now + HOUSEKEEPING_SECONDS
+                    if now >= next_status:
+                        log.info("%s", self._status_line())
+                        next_status = now + options.status_interval
+                    if now >= next_prune:
+                        self._prune()
+                        next_prune = now + PRUNE_SECONDS
+                    if self._stalled(now, started):
+                        self.flag.set("stalled")
+                        break
+                    frame = self.capture.get(timeout=POLL_SECONDS)
+                    if frame is None:
+                        if self.capture.ended:
+                            self.flag.set(self._end_reason())
+                            break
+                        continue
+                    annotated = self._score(frame)
+                    if options.show and annotated is not None:
+                        cv2.imshow(WINDOW, annotated)
+                        if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+                            self.flag.set("q key")
+                    if options.max_frames is not None and self.summary.frames >= options.max_frames:
+                        self.flag.set("max frames")
+        finally:
+            self._finish(started)
+        log.info("stopped by %s", self.summary.stop_reason)
+        return self.summary
 
-                annotated = None
-                if options.show or (change is not None and change.kind == "start" and options.snapshots):
-                    annotated = draw_overlay(frame.image, score, threshold, contract.label_name(score.probability),
-                                             fps, debouncer.current is not None)
-                if change is not None and change.kind == "start":
-                    event = change.event
-                    summary.events += 1
-                    start = event.start_record()
-                    if options.snapshots is not None and annotated is not None:
-                        path = save_snapshot(options.snapshots, event.event_id, frame.index, annotated)
-                        if path is not None:
-                            summary.snapshot_paths.append(path)
-                            start["snapshot"] = path.name
-                    record(start)
-                    log.info("crack event %d started at frame %d (p=%.3f)", event.event_id,
-                             event.opened.frame_index, event.opened.probability)
-                elif change is not None:
-                    record(change.event.end_record())
-                    log.info("crack event %d ended at frame %d (peak p=%.3f, %d frames)",
-                             change.event.event_id, frame.index, change.event.peak_probability,
-                             change.event.frames)
-                if options.show and annotated is not None:
-                    cv2.imshow(WINDOW, annotated)
-                    if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
-                        flag.set("q key")
-                if options.max_frames is not None and summary.frames >= options.max_frames:
-                    flag.set("max frames")
-    finally:
-        capture.stop()
-        open_event = debouncer.finish(last, reason="shutdown")
+    def _open_outputs(self) -> None:
+        from edge.events import EventWriter
+        from edge.snapshots import SnapshotWriter
+
+        options = self.options
+        if options.snapshots is not None:
+            options.snapshots.mkdir(parents=True, exist_ok=True)
+            self.snapshots = SnapshotWriter(options.snapshots)
+        if options.events is not None:
+            options.events.parent.mkdir(parents=True, exist_ok=True)
+            self.writer = EventWriter(options.events, rotate_bytes=self.budget.rotate_bytes)
+        if options.serve is not None:
+            from edge.preview_server import PreviewServer
+
+            self.preview = PreviewServer(options.preview_options(), options.snapshots, {
+                "model": options.model.name, "source": self.spec.describe(), "threshold": round(self.threshold, 4)})
+        if options.sink_options().enabled:
+            from edge.event_sinks import EventSinks
+
+            self.sinks = EventSinks(options.sink_options(), options.events, options.snapshots,
+                                    self.preview.snapshot_url if self.preview is not None else None)
+        self._prune()
+
+    def _model_input(self, frame):
+        """On the capture thread, for every frame read: the model's input (colour, resize, tiles;
+        ``edge.tiling.prepare_frame``), or None for a frame of many tiles, scored batch by batch."""
+        from edge.tiling import prepare_frame
+
+        return prepare_frame(_model_image(frame), self.grid, self.classifier.input_size)
+
+    def _score(self, frame):
+        """Score one frame, feed the debouncer, write what changed; the annotated frame when one
+        was drawn (for --show and snapshots)."""
+        from edge.events import Observation
+        from edge.overlay import draw_overlay
+        from edge.preprocess import frame_to_rgb
+        from edge.tiling import Box, FrameScore, TileScore, score_frame
+
+        options = self.options
+        if frame.model_input is not None:  # made on the capture thread (_model_input)
+            score = frame.model_input.score(self.classifier)
+        else:  # a frame of many tiles: made here, a batch at a time
+            score = score_frame(self.classifier, frame_to_rgb(_model_image(frame)), self.grid)
+        if frame.small is not None:  # the camera's lores stream, whole frame: its box is the full frame's
+            height, width = frame.image.shape[:2]
+            score = FrameScore(score.probability, [TileScore(Box(0, 0, width, height), score.probability)])
+        positive = score.probability >= self.threshold
+        boxes = [[t.box.x0, t.box.y0, t.box.x1 - t.box.x0, t.box.y1 - t.box.y0]
+                 for t in score.tiles if t.probability >= self.threshold]
+        self.last = Observation(frame.index, score.probability, positive, boxes,
+                                datetime.fromtimestamp(frame.time, timezone.utc))
+        change = self.debouncer.update(self.last)
+        self.summary.frames += 1
+        if self.on_frame is not None:
+            self.on_frame(frame.index, score.probability)
+        self.done_times.append(time.monotonic())
+        self._frame_scored()
+        if self.preview is not None:  # hands the frame over; drawn and encoded in the server's thread
+            self.preview.offer(frame.image, score, self.threshold, self.contract.label_name(score.probability),
+                               self._fps(), self.debouncer.current is not None)
+        if options.verbose:
+            log.debug("frame %d: p=%.4f%s", frame.index, score.probability, " crack" if positive else "")
+
+        starts = change is not None and change.kind == "start"
+        annotated = None
+        if options.show or (starts and self.snapshots is not None):
+            annotated = draw_overlay(frame.image, score, self.threshold,
+                                     self.contract.label_name(score.probability), self._fps(),
+                                     self.debouncer.current is not None)
+        if starts:
+            event = change.event
+            self.summary.events += 1
+            record = event.start_record()
+            if self.snapshots is not None and annotated is not None:
+                name = self.snapshots.save(event.event_id, frame.index, annotated)
+                if name is not None:
+                    record["snapshot"] = name
+            self._record(record)
+            log.info("crack event %d started at frame %d (p=%.3f)", event.event_id,
+                     event.opened.frame_index, event.opened.probability)
+        elif change is not None:
+            self._record(change.event.end_record())
+            log.info("crack event %d ended at frame %d (peak p=%.3f, %d frames)", change.event.event_id,
+                     frame.index, change.event.peak_probability, change.event.frames)
+        return annotated
+
+    def _record(self, data: dict) -> None:
+        if self.sinks is not None:
+            self.sinks.publish(data)
+        if self.preview is not None:
+            self.preview.add_event(data)
+        if self.writer is not None:
+            self.writer.write(data)
+            if self.writer.rotations:
+                self.writer.rotations = 0
+                self._prune()
+
+    def _fps(self) -> float | None:
+        times = self.done_times
+        if len(times) > 1 and times[-1] > times[0]:
+            return (len(times) - 1) / (times[-1] - times[0])
+        return None
+
+    def _end_reason(self) -> str:
+        if self.capture.truncated is not None:
+            return "truncated video"
+        if self.capture.finite:
+            return "end of video" if self.spec.kind == "file" else "end of stream"
+        return "source closed"
+
+    # --- watchdog, status, disk ---------------------------------------------------------------
+
+    def _frame_scored(self) -> None:
+        """READY once (model loaded, first frame scored), then WATCHDOG=1 while frames come."""
+        now = time.monotonic()
+        if not self.ready_sent:
+            self.ready_sent = True
+            self.notifier.notify("READY=1", f"STATUS={self._status_short()}")
+            log.info("first frame scored: ready")
+        self.stalled_reported = False
+        interval = self.notifier.watchdog_interval
+        if interval is not None and now - self.last_ping >= interval:
+            self.notifier.notify("WATCHDOG=1")
+            self.last_ping = now
+
+    def _stalled(self, now: float, started: float) -> bool:
+        """True when --stall-timeout has passed without a frame from the source."""
+        silent_for = now - (self.capture.last_frame_at or started)
+        if silent_for >= max(2 * POLL_SECONDS, 1.0) and not self.stalled_reported:
+            self.stalled_reported = True  # no WATCHDOG now; say why in systemctl status
+            self.notifier.notify(f"STATUS=no frame from {self.spec.describe()} for {silent_for:.0f} s")
+        timeout = self.options.stall_timeout
+        if timeout is None or silent_for < timeout:
+            return False
+        log.error("no frame from %s for %.0f s (--stall-timeout %g): exiting with code %d so that the "
+                  "service manager restarts it", self.spec.describe(), silent_for, timeout, EXIT_STALLED)
+        return True
+
+    def _housekeeping(self, started: float) -> None:
+        if self.writer is not None:
+            self.writer.retry()
+        if self.snapshots is not None:
+            self.snapshots.retry()
+        if self.ready_sent and not self.stalled_reported:
+            self.notifier.notify(f"STATUS={self._status_short()}")
+
+    def _status_short(self) -> str:
+        """systemd's STATUS: fps, the last probability, the temperature."""
+        from edge.health import temperature_c
+
+        fps = self._fps()
+        temperature = temperature_c()
+        return (f"{fps or 0.0:.1f} fps, last p={self.last.probability if self.last else 0.0:.3f}, "
+                + (f"{temperature:.1f} C, " if temperature is not None else "")
+                + f"{self.summary.events} event(s), {self.summary.frames} frames")
+
+    def _status_line(self) -> str:
+        """The periodic log line: progress, health and the disk."""
+        from edge.health import read_health
+
+        fps = self._fps()
+        failures = self._write_counts()
+        return (f"status: {self.summary.frames} frames, {fps or 0.0:.1f} FPS, last p="
+                f"{self.last.probability if self.last else 0.0:.3f}, {self.summary.events} event(s), "
+                f"{self.capture.dropped} dropped, {self.capture.reconnects} reconnect(s), "
+                f"{failures[0]} failed write(s); {read_health().line()}; {self.cpu.line()}")
+
+    def _write_counts(self) -> tuple[int, int]:
+        failures = lost = 0
+        for writer in (self.writer, self.snapshots):
+            if writer is not None:
+                failures += writer.failures
+                lost += writer.lost
+        return failures, lost
+
+    def _prune(self) -> None:
+        from edge.disk_budget import prune
+        from edge.events import rotated_files
+
+        candidates, protected = [], []
+        if self.options.events is not None:
+            candidates += rotated_files(self.options.events)
+            protected.append(self.options.events)
+        if self.options.snapshots is not None and self.options.snapshots.is_dir():
+            candidates += list(self.options.snapshots.glob("event_*.jpg"))
+        if self.sinks is not None:  # snapshots of events not yet delivered stay
+            undelivered = set(self.sinks.protected_paths())
+            candidates = [path for path in candidates if path not in undelivered]
+            protected += undelivered
+        if not candidates:
+            return
+        result = prune(candidates, protected, self.budget)
+        if result.removed:
+            self.summary.pruned_files += result.removed
+            log.info("disk budget: deleted the %d oldest file(s) (%.1f MB); %.1f MB in use", result.removed,
+                     result.freed_bytes / 2**20, result.total_bytes / 2**20)
+
+    # --- the end -------------------------------------------------------------------------------
+
+    def _finish(self, started: float) -> None:
+        import cv2
+
+        self.capture.stop()
+        self.notifier.notify("STOPPING=1")
+        open_event = self.debouncer.finish(self.last, reason="shutdown")
         if open_event is not None:
-            record(open_event.end_record())
+            self._record(open_event.end_record())
             log.info("crack event %d closed at shutdown", open_event.event_id)
-        if writer is not None:
-            writer.close()
-        if options.show:
+        if self.writer is not None:
+            self.writer.close()
+        if self.snapshots is not None:
+            self.snapshots.close()
+            self.summary.snapshot_paths = list(self.snapshots.written)
+        self._prune()  # the last snapshots and rotations fit the budget too
+        if self.sinks is not None:
+            self.sinks.close()
+        if self.preview is not None:
+            self.preview.close()
+        if self.options.show:
             cv2.destroyAllWindows()
+        summary = self.summary
         summary.elapsed_s = time.monotonic() - started
-        summary.frames_read = capture.frames_read
-        summary.dropped = capture.dropped
-        summary.reconnects = capture.reconnects
-        summary.stop_reason = flag.reason or "an error"
-    log.info("stopped by %s", summary.stop_reason)
-    return summary
+        summary.frames_read = self.capture.frames_read
+        summary.dropped = self.capture.dropped
+        summary.reconnects = self.capture.reconnects
+        summary.truncated = self.capture.truncated
+        summary.write_failures, summary.lost_writes = self._write_counts()
+        summary.stop_reason = self.flag.reason or "an error"

@@ -21,9 +21,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.classifier import file_sha256, sidecar_path
-from edge.contract import ModelContract
-from edge.atomic_files import write_json_atomic
+from edge.contract import ModelCard, ModelContract, SourceRun
+from edge.model_metadata import file_sha256, sidecar_path
 
 SIZE = 32
 THRESHOLD = 0.5
@@ -61,7 +60,9 @@ def write_model(directory: Path, size: int = SIZE, threshold: float = THRESHOLD)
     path = directory / "model_fp32.tflite"
     path.write_bytes(content)
     contract = ModelContract(input_size=size, threshold=threshold, extra={"run": "test-line-model"})
-    write_json_atomic(sidecar_path(path), {"contract": contract.to_dict(), "sha256": file_sha256(path)})
+    ModelCard(contract=contract, mode="fp32", source_run=SourceRun("test-line-model", "0" * 64),
+              package_version="test", created="2025-01-01T00:00:00+00:00",
+              sha256=file_sha256(path)).save(sidecar_path(path))
     return path
 
 

@@ -1,48 +1,44 @@
 """`crack convert` end to end on tiny 32x32 models: every mode, the int8 op set and input
-quantisation, sidecars the edge runner accepts, the gate in both directions with a model whose
-int8 error is known in advance, selective int8 recovery, atomic writes and bad input."""
+quantisation, published models and sidecars the edge runner accepts, the gate (a pure function)
+in both directions with a model whose int8 error is known in advance, selective int8 recovery,
+atomic writes and bad input. Each real conversion runs once per session."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import PROJECT, run_crack
 
-from convert.gate import check_variant, drop_pp, recommend
-from convert.options import MODES, ConvertOptions, parse_modes
-from convert.quantize import prepare_calibration
+from convert.gate import DEMO_MAX_DROP, check_variant, default_max_drop, drop_pp, recommend
+from convert.modes import MODE_TABLE, MODES
+from convert.options import ConvertOptions, parse_modes
+from convert.pipeline import run_convert
+from convert.quantize import TFLiteConverterBackend, prepare_calibration
 from convert.source import load_calibration_set
 from convert.testing import (CONTROLLED_THRESHOLD, controlled_model, controlled_splits,
                              crack_images, fragile_model, fragile_splits, train_small_cnn,
                              write_png, write_run)
-from edge.classifier import CrackClassifier, file_sha256, read_sidecar
+from convert.variant import KernelEvaluation, ModelDetails, VariantResult
+from edge.classifier import CrackClassifier
 from edge.errors import UserError
+from edge.model_metadata import file_sha256, read_model_card, read_sidecar
 from training.run_layout import RunLayout, read_split
 
-ROOT = Path(__file__).resolve().parents[1]
 SIZE = 32
-FAST = ["--latency-runs", "3"]
+FAST = dict(latency_runs=3)
 
 
-def crack(*args: str) -> int:
-    """Run the real `crack` entry point in-process; its exit code."""
-    from training.cli import main
-
-    saved = sys.argv
-    sys.argv = ["crack", *args]
-    try:
-        main()
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    finally:
-        sys.argv = saved
-    return 0
+def convert(run: Path, **options) -> int:
+    return run_convert(ConvertOptions(run=run, **{**FAST, **options}))
 
 
 def report_of(run: Path) -> dict:
@@ -53,20 +49,19 @@ def variant(report: dict, mode: str) -> dict:
     return next(v for v in report["variants"] if v["mode"] == mode)
 
 
-# --- a tiny trained CNN converted to every mode (once for the module) ----------------------------
+# --- a tiny trained CNN converted to every mode (once per session) ----------------------------------
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def converted(tmp_path_factory):
     items = crack_images(100, SIZE, seed=0)
     model = train_small_cnn(items[:60], SIZE, epochs=15)
     run = tmp_path_factory.mktemp("runs") / "cnn"
     write_run(run, model, {"train": items[:60], "val": items[60:70], "test": items[70:100]},
               threshold=0.45)
-    code = crack("convert", "--run", str(run), "--max-drop", "100", *FAST)
-    return run, code
+    return run, convert(run, max_drop=100)
 
 
-def test_every_mode_is_written_with_a_sidecar_the_edge_runner_accepts(converted):
+def test_every_mode_is_published_with_a_card_the_edge_runner_accepts(converted):
     run, code = converted
     assert code == 0
     report = report_of(run)
@@ -75,20 +70,22 @@ def test_every_mode_is_written_with_a_sidecar_the_edge_runner_accepts(converted)
     for mode in MODES:
         path = run / "tflite" / f"model_{mode}.tflite"
         sidecar = json.loads(path.with_suffix(".json").read_text())
-        assert sidecar["sha256"] == file_sha256(path)
-        assert read_sidecar(path)["mode"] == mode  # the edge runner's own check passes
-        assert sidecar["contract"]["threshold"] == 0.45  # from the run's contract.json
-        assert sidecar["source_run"]["name"] == "cnn"
-        assert sidecar["metrics"]["test"]["accuracy"] == variant(report, mode)["metrics"]["accuracy"]
+        assert sidecar["schema_version"] == 1 and sidecar["sha256"] == file_sha256(path)
+        assert read_sidecar(path).mode == mode  # the edge runner's own validation passes
+        found = read_model_card(path)
+        assert found.embedded and found.sidecar and found.card.contract.threshold == 0.45
+        assert sidecar["source_run"] == {"name": "cnn", "model_sha256": file_sha256(run / "model.keras")}
+        assert sidecar["details"]["metrics"]["test"]["accuracy"] == variant(report, mode)["metrics"]["accuracy"]
         classifier = CrackClassifier(path)
         assert classifier.contract.threshold == 0.45 and classifier.input_size == SIZE
         probabilities = classifier.predict(np.zeros((2, SIZE, SIZE, 3), np.uint8))
         assert probabilities.shape == (2,) and np.all((0 <= probabilities) & (probabilities <= 1))
         entry = variant(report, mode)
-        assert entry["size_bytes"] == path.stat().st_size
+        assert entry["size_bytes"] == path.stat().st_size and entry["sha256"] == file_sha256(path)
         assert entry["latency"]["median_ms"] > 0 and entry["latency"]["p90_ms"] >= entry["latency"]["median_ms"]
         assert entry["metrics"]["roc_auc"] is not None
         assert entry["comparison"]["agreement"] > 0.8
+        assert entry["conversion"]["optimizations"] == list(MODE_TABLE[mode].optimizations)
     assert report["test_set"]["count"] == len(test_images)
     assert report["keras"]["metrics"]["accuracy"] > 0.6  # the CNN learnt something
     # float variants reproduce the Keras probabilities
@@ -97,6 +94,15 @@ def test_every_mode_is_written_with_a_sidecar_the_edge_runner_accepts(converted)
         assert (run / "tflite" / name).stat().st_size > 0
     assert report["recommended"] in MODES
     assert f"Deploy `{report['recommended_file']}`" in (run / "tflite" / "report.md").read_text()
+
+
+def test_nothing_that_goes_to_a_device_names_a_build_machine_path(converted):
+    run, _ = converted
+    root = str(run.parent)
+    for path in (run / "tflite").glob("*.json"):
+        assert root not in path.read_text(), path.name
+    assert root not in (run / "tflite" / "report.md").read_text()
+    assert root.encode() not in (run / "tflite" / "model_int8.tflite").read_bytes()
 
 
 def test_full_int8_is_integer_only_with_raw_pixel_input(converted):
@@ -137,7 +143,7 @@ def test_calibration_comes_only_from_the_training_split_and_is_deterministic(con
     assert np.array_equal(first.images, again.images)
     assert set(first.paths) <= train and not set(first.paths) & held_out
     assert load_calibration_set(layout, SIZE, count=25, seed=1).paths != first.paths
-    assert report_of(run)["calibration"]["source"].endswith("train.csv")
+    assert report_of(run)["calibration"]["source"] == "splits/train.csv"
     assert report_of(run)["calibration"]["count"] == 60  # default 200, capped by the split
 
 
@@ -148,6 +154,7 @@ def test_calibration_dir_and_input_range_anchoring(tmp_path):
     (frames / "notes.txt").write_text("not an image")
     images = load_calibration_set(RunLayout(tmp_path), SIZE, count=3, seed=0, directory=frames)
     assert len(images) == 3 and images.labels is None and images.images.shape == (3, SIZE, SIZE, 3)
+    assert images.source == "frames"
     calibration = prepare_calibration(images.images, images.source)
     assert (calibration.observed_min, calibration.observed_max) == (images.images.min(), images.images.max())
     assert calibration.images.min() == 0 and calibration.images.max() == 255
@@ -159,45 +166,117 @@ def test_calibration_dir_and_input_range_anchoring(tmp_path):
     assert full.anchored == ()
 
 
-# --- the gate, in both directions, on a model whose int8 error is designed ------------------------
+def test_quantised_variants_are_evaluated_under_every_kernel_set(converted):
+    run, _ = converted
+    report = report_of(run)
+    assert [k["kernels"] for k in variant(report, "fp32")["kernel_sets"]] == ["xnnpack"]
+    for mode in ("fp16", "dynamic", "int8"):
+        kernel_sets = variant(report, mode)["kernel_sets"]
+        assert [k["kernels"] for k in kernel_sets] == ["xnnpack", "builtin", "reference"]
+        assert all(k["whole_split"] and k["images"] == 30 for k in kernel_sets)  # 30 <= 64 reference images
+        assert kernel_sets[0]["metrics"] == variant(report, mode)["metrics"]
+    text = (run / "tflite" / "report.md").read_text()
+    assert "## Kernel sets" in text and "| int8 | reference |" in text.replace(" (worst)", "")
 
-@pytest.fixture(scope="module")
+
+# --- the gate on a model whose int8 error is designed (one real conversion) ------------------------
+
+@pytest.fixture(scope="session")
 def controlled_run(tmp_path_factory):
+    """10 test images; 2 mid-grey "no crack" ones sit just above a rounding midpoint of the int8
+    sigmoid output (steps of 1/256), so int8 labels exactly those 2 "crack": 20 pp of accuracy
+    (100% -> 80%) and 20 pp of F1 (1.0 -> 0.8) lost. Converted once, gated at 19.9 pp."""
     run = tmp_path_factory.mktemp("runs") / "controlled"
     write_run(run, controlled_model(SIZE), controlled_splits(SIZE, flips=2, clear=4),
               threshold=CONTROLLED_THRESHOLD)
-    return run
+    code = convert(run, modes=("fp32", "fp16", "int8"), recover=False, max_drop=19.9, reference_images=4)
+    return run, code, report_of(run)
 
 
-@pytest.mark.parametrize("max_drop, expected", [(19.9, 1), (20.0, 0), (20.1, 0)])
-def test_gate_exit_code_just_under_and_over_the_measured_drop(controlled_run, max_drop, expected):
-    # 10 test images; 2 mid-grey "no crack" ones sit just above a rounding midpoint of the int8
-    # sigmoid output (steps of 1/256), so int8 labels exactly those 2 "crack": 20 pp of accuracy
-    # (100% -> 80%) and 20 pp of F1 (1.0 -> 0.8) lost, measured on a real conversion.
-    code = crack("convert", "--run", str(controlled_run), "--modes", "int8", "--no-recover",
-                 "--max-drop", str(max_drop), *FAST)
-    report = report_of(controlled_run)
+def test_the_measured_int8_drop_fails_a_gate_just_under_it(controlled_run):
+    run, code, report = controlled_run
     int8 = variant(report, "int8")
     assert int8["gate"]["accuracy_drop_pp"] == pytest.approx(20.0, abs=1e-9)
     assert int8["gate"]["f1_drop_pp"] == pytest.approx(20.0, abs=1e-9)
     assert int8["comparison"]["disagreements"] == 2 and not int8["comparison"]["collapsed"]
-    assert code == expected
-    assert int8["gate"]["passed"] is (expected == 0)
-    assert report["failed"] == ([] if expected == 0 else ["int8"])
-    assert report["recommended"] == (None if expected else "int8")
-    markdown = (controlled_run / "tflite" / "report.md").read_text()
-    assert ("**FAIL**" in markdown) is bool(expected)
-    # the failed model is still written (and labelled failed in its sidecar) after the report
-    sidecar = json.loads((controlled_run / "tflite" / "model_int8.json").read_text())
-    assert sidecar["gate"]["passed"] is (expected == 0)
+    assert code == 1 and not int8["gate"]["passed"]
+    assert report["failed"] == ["int8"]
+    assert [variant(report, m)["gate"]["accuracy_drop_pp"] for m in ("fp32", "fp16")] == [0.0, 0.0]
+    passed = [v for v in report["variants"] if v["gate"]["passed"]]
+    assert report["recommended"] == min(passed, key=lambda v: v["size_bytes"])["mode"] != "int8"
+    assert "**FAIL**" in (run / "tflite" / "report.md").read_text()
+    # the reference kernels ran on 4 of the 10 images: reported, never gating
+    reference = variant(report, "int8")["kernel_sets"][2]
+    assert reference["kernels"] == "reference" and reference["images"] == 4 and not reference["whole_split"]
+    assert "| 4 (subset) |" in (run / "tflite" / "report.md").read_text()
+    # the failed model is still published, labelled failed in its card
+    assert read_sidecar(run / "tflite" / "model_int8.tflite").details["gate"]["passed"] is False
 
 
-def test_float_variants_pass_the_controlled_gate(controlled_run):
-    code = crack("convert", "--run", str(controlled_run), "--modes", "fp32,fp16", "--max-drop", "0", *FAST)
-    assert code == 0
-    report = report_of(controlled_run)
-    assert [v["gate"]["accuracy_drop_pp"] for v in report["variants"]] == [0.0, 0.0]
-    assert report["calibration"] is None  # no int8 requested: no calibration
+def _hand_made(accuracy: float, f1: float, mode: str = "int8", collapsed: bool = False,
+               integer_only: bool = True, kernels: tuple[tuple[str, float, bool], ...] = ()) -> VariantResult:
+    """A variant result as the pipeline builds it, without converting anything."""
+    def evaluation(name, acc, whole):
+        return KernelEvaluation(name, 10 if whole else 4, whole, {"accuracy": acc, "f1": f1},
+                                {"collapsed": collapsed, "std_ratio": 0.0 if collapsed else 1.0})
+
+    details = ModelDetails(input={}, output={}, ops={}, tensor_types={}, integer_only=integer_only,
+                           input_raw_pixels=True)
+    evaluations = (evaluation("xnnpack", accuracy, True),) + tuple(evaluation(*k) for k in kernels)
+    return VariantResult(mode=mode, conversion={}, evaluations=evaluations, details=details, size_bytes=10)
+
+
+@pytest.mark.parametrize("max_drop, passed", [(19.9, False), (20.0, True), (20.1, True)])
+def test_gate_boundaries_on_the_measured_drop(controlled_run, max_drop, passed):
+    """The same numbers the real conversion measured, gated at either side of 20 pp."""
+    _, _, report = controlled_run
+    measured = variant(report, "int8")["metrics"]
+    keras = report["keras"]["metrics"]
+    gate = check_variant(keras, _hand_made(measured["accuracy"], measured["f1"]), max_drop)
+    assert gate.passed is passed
+    assert gate.accuracy_drop_pp == pytest.approx(20.0, abs=1e-9)
+
+
+def test_gate_rules_on_hand_made_results():
+    keras = {"accuracy": 1.0, "f1": 1.0}
+    assert drop_pp(1.0, 0.8) == 20.0 and check_variant(keras, _hand_made(0.8, 0.8), 20.0).passed
+    assert check_variant(keras, _hand_made(1.0, 1.0), 0.0).passed
+    collapsed = check_variant(keras, _hand_made(1.0, 1.0, collapsed=True), 5)
+    assert not collapsed.passed and "collapsed" in collapsed.reasons[0]
+    assert not check_variant(keras, _hand_made(1.0, 1.0, integer_only=False), 5).passed
+    assert check_variant(keras, _hand_made(1.0, 1.0, mode="dynamic", integer_only=False), 5).passed
+    failed = check_variant(keras, replace(_hand_made(1.0, 1.0), evaluations=(), error="boom"), 5)
+    assert not failed.passed and "boom" in failed.reasons[0]
+    # the worst kernel set on the whole split gates; a subset is reported, never gated
+    worst = check_variant(keras, _hand_made(1.0, 1.0, kernels=(("builtin", 0.9, True),
+                                                                ("reference", 0.5, False))), 5)
+    assert not worst.passed and worst.worst_kernels == "builtin" and worst.accuracy_drop_pp == 10.0
+    assert "(builtin kernels)" in worst.reasons[0]
+
+
+def test_recommendation_is_the_smallest_that_passed():
+    def sized(mode, size, passed):
+        result = _hand_made(1.0 if passed else 0.0, 1.0, mode=mode)
+        return replace(result, size_bytes=size,
+                       gate=check_variant({"accuracy": 1.0, "f1": 1.0}, result, 1.0))
+
+    variants = [sized("fp32", 100, True), sized("int8", 25, False), sized("dynamic", 26, True)]
+    assert recommend(variants) == "dynamic"
+    assert recommend([variants[1]]) is None
+
+
+def test_default_max_drop_is_the_demo_gate_only_for_runs_on_generated_demo_data(tmp_path):
+    """The rule that was a grep in the Makefile: 10 pp when the run's images come from a folder
+    that `crack data demo` made (its .complete marker with a generator version), else 1 pp."""
+    images = crack_images(4, SIZE, seed=0)
+    run = write_run(tmp_path / "run", controlled_model(SIZE), {"train": images, "test": images})
+    assert default_max_drop(run) == (1.0, "default")
+    data_root = tmp_path / "run" / "images"  # write_run keeps images in images/<split>/
+    (data_root / ".complete").write_text('{"generator_version": 1, "count": 2}\n')
+    value, reason = default_max_drop(run)
+    assert value == DEMO_MAX_DROP and "demo data" in reason
+    (data_root / ".complete").write_text("interrupted")  # not a demo marker
+    assert default_max_drop(run)[0] == 1.0
 
 
 # --- selective int8 ------------------------------------------------------------------------------
@@ -207,7 +286,7 @@ def test_collapsed_int8_is_detected_and_recovered_by_selective_quantisation(tmp_
     write_run(run, fragile_model(SIZE), fragile_splits(SIZE))
     (run / "tflite").mkdir()
     (run / "tflite" / "model_int8_selective.tflite").write_bytes(b"stale")  # replaced below
-    code = crack("convert", "--run", str(run), "--modes", "int8", *FAST)
+    code = convert(run, modes=("int8",))
     assert code == 1  # the requested int8 failed, even though a recovered variant exists
     report = report_of(run)
     int8 = variant(report, "int8")
@@ -221,21 +300,29 @@ def test_collapsed_int8_is_detected_and_recovered_by_selective_quantisation(tmp_
     assert kept and "fragile" in kept[0]["tensor_name"] and kept[0]["rmse_scale"] > 10
     assert report["recommended"] == "int8_selective"
     path = run / "tflite" / "model_int8_selective.tflite"
-    assert read_sidecar(path)["conversion"]["kept_in_float"] == [layer["tensor_name"] for layer in kept]
+    card = read_sidecar(path)
+    assert card.mode == "int8_selective"
+    assert card.details["conversion"]["kept_in_float"] == [layer["tensor_name"] for layer in kept]
     assert CrackClassifier(path).predict(np.full((1, SIZE, SIZE, 3), 245, np.uint8))[0] > 0.5
     assert "kept in float" in (run / "tflite" / "report.md").read_text()
 
 
 # --- atomic writes ---------------------------------------------------------------------------------
 
-def test_a_crash_while_writing_leaves_no_partial_model_and_keeps_the_old_one(controlled_run, monkeypatch):
-    out = controlled_run / "tflite"
-    out.mkdir(exist_ok=True)
+@pytest.fixture
+def run_copy(tmp_path, controlled_run):
+    """A copy of the controlled run's layout (no tflite/) that a test may break."""
+    run = tmp_path / "run"
+    shutil.copytree(controlled_run[0], run, ignore=shutil.ignore_patterns("tflite"))
+    return run
+
+
+def test_a_crash_while_writing_keeps_the_old_model_and_leaves_no_partial_file(run_copy, monkeypatch):
+    out = run_copy / "tflite"
+    out.mkdir()
     old_model, old_sidecar = out / "model_fp32.tflite", out / "model_fp32.json"
     old_model.write_bytes(b"old model")
     old_sidecar.write_text('{"sha256": "old"}')
-    for name in ("model_fp16.tflite", "model_fp16.json"):
-        (out / name).unlink(missing_ok=True)
     real_fsync = os.fsync
 
     def failing_fsync(fd):  # the disk fills up after the bytes went to the temporary file
@@ -245,36 +332,16 @@ def test_a_crash_while_writing_leaves_no_partial_model_and_keeps_the_old_one(con
 
     monkeypatch.setattr(os, "fsync", failing_fsync)
     with pytest.raises(OSError, match="No space left"):
-        crack("convert", "--run", str(controlled_run), "--modes", "fp16", *FAST)
-    assert not (out / "model_fp16.tflite").exists() and not (out / "model_fp16.json").exists()
-    with pytest.raises(OSError, match="No space left"):
-        crack("convert", "--run", str(controlled_run), "--modes", "fp32", *FAST)
+        convert(run_copy, modes=("fp32",))
     assert old_model.read_bytes() == b"old model" and old_sidecar.read_text() == '{"sha256": "old"}'
-    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+    assert sorted(p.name for p in out.iterdir()) == ["model_fp32.json", "model_fp32.tflite"]
 
 
 # --- bad input -------------------------------------------------------------------------------------
 
-def _one_line_error(capsys, *words: str) -> None:
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and len(err.splitlines()) == 1, err
-    for word in words:
-        assert word in err, err
-
-
-@pytest.fixture
-def tiny_run(tmp_path, controlled_run):
-    """A copy of the controlled run's layout that a test may break."""
-    import shutil
-
-    run = tmp_path / "run"
-    shutil.copytree(controlled_run, run, ignore=shutil.ignore_patterns("tflite"))
-    return run
-
-
 def test_missing_run_is_a_one_line_error_from_the_real_command(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "training", "convert", "--run", str(tmp_path / "nope")],
-                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-m", "convert", "convert", "--run", str(tmp_path / "nope")],
+                            cwd=PROJECT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().splitlines() == [f"error: run not found: {tmp_path / 'nope'}"]
 
@@ -285,83 +352,72 @@ def test_missing_run_is_a_one_line_error_from_the_real_command(tmp_path):
     ("no_contract", ["no contract.json"]),
     ("corrupt_zip", ["corrupt", "model.keras"]),
     ("corrupt_keras", ["cannot load", "model.keras"]),
-    ("unknown_mode", ["unknown mode 'int4'", "fp32, fp16, dynamic, int8"]),
     ("missing_calibration_dir", ["calibration directory not found"]),
     ("empty_test", ["test split", "is empty"]),
+    ("contract_threshold_text", ["field 'threshold' must be a number"]),
 ])
-def test_bad_input_exits_2_with_one_line(tiny_run, capsys, breakage, words):
-    args = ["convert", "--run", str(tiny_run), *FAST]
+def test_bad_input_is_a_one_line_user_error_and_writes_nothing(run_copy, breakage, words):
+    options = {}
     if breakage == "no_model":
-        (tiny_run / "model.keras").unlink()
+        (run_copy / "model.keras").unlink()
     elif breakage == "no_test":
-        (tiny_run / "splits" / "test.csv").unlink()
+        (run_copy / "splits" / "test.csv").unlink()
     elif breakage == "no_contract":
-        (tiny_run / "contract.json").unlink()
+        (run_copy / "contract.json").unlink()
     elif breakage == "corrupt_zip":
-        data = (tiny_run / "model.keras").read_bytes()
-        (tiny_run / "model.keras").write_bytes(data[: len(data) // 3])
+        data = (run_copy / "model.keras").read_bytes()
+        (run_copy / "model.keras").write_bytes(data[: len(data) // 3])
     elif breakage == "corrupt_keras":
-        with zipfile.ZipFile(tiny_run / "model.keras", "w") as archive:
+        with zipfile.ZipFile(run_copy / "model.keras", "w") as archive:
             archive.writestr("config.json", '{"class_name": "Nonsense", "config": {}}')
             archive.writestr("metadata.json", "{}")
-    elif breakage == "unknown_mode":
-        args += ["--modes", "fp32,int4"]
     elif breakage == "missing_calibration_dir":
-        args += ["--calibration-dir", str(tiny_run / "no_frames")]
+        options["calibration_dir"] = run_copy / "no_frames"
     elif breakage == "empty_test":
-        (tiny_run / "splits" / "test.csv").write_text("path,label\n")
-    assert crack(*args) == 2
-    _one_line_error(capsys, *words)
-    assert not (tiny_run / "tflite" / "report.json").exists()
+        (run_copy / "splits" / "test.csv").write_text("path,label\n")
+    elif breakage == "contract_threshold_text":
+        contract = json.loads((run_copy / "contract.json").read_text())
+        (run_copy / "contract.json").write_text(json.dumps({**contract, "threshold": "0.5"}))
+    with pytest.raises(UserError) as caught:
+        convert(run_copy, **options)
+    message = str(caught.value)
+    assert "\n" not in message
+    for word in words:
+        assert word in message, message
+    assert not (run_copy / "tflite" / "report.json").exists()
 
 
-def test_a_conversion_error_is_a_failed_variant_not_a_crash(tiny_run, monkeypatch):
-    from convert import quantize
+def test_unknown_mode_is_refused_by_the_command(tmp_path):
+    with pytest.raises(UserError, match="unknown mode 'int4'; choose from fp32, fp16, dynamic, int8"):
+        run_crack("convert", "--run", str(tmp_path), "--modes", "fp32,int4")
 
-    class HalfBroken(quantize.TFLiteConverterBackend):
-        name = "half-broken"
 
-        def convert(self, mode, calibration):
-            if mode == "fp16":
-                raise quantize.ConversionError("op FOO is not supported")
-            return super().convert(mode, calibration)
+def test_a_conversion_error_is_a_failed_variant_not_a_crash(run_copy, monkeypatch):
+    real_convert = TFLiteConverterBackend.convert
 
-    monkeypatch.setitem(quantize.BACKENDS, "half-broken", HalfBroken)
-    code = crack("convert", "--run", str(tiny_run), "--modes", "fp32,fp16", "--backend", "half-broken", *FAST)
-    assert code == 1
-    report = report_of(tiny_run)
+    def half_broken(self, mode, calibration):
+        if mode == "fp16":
+            from convert.quantize import ConversionError
+
+            raise ConversionError("op FOO is not supported")
+        return real_convert(self, mode, calibration)
+
+    monkeypatch.setattr(TFLiteConverterBackend, "convert", half_broken)
+    assert convert(run_copy, modes=("fp32", "fp16")) == 1
+    report = report_of(run_copy)
     assert report["failed"] == ["fp16"] and report["recommended"] == "fp32"
     assert "op FOO is not supported" in variant(report, "fp16")["gate"]["reasons"][0]
-    assert not (tiny_run / "tflite" / "model_fp16.tflite").exists()
-    assert "fp16` failed: conversion or evaluation failed" in (tiny_run / "tflite" / "report.md").read_text()
+    assert not (run_copy / "tflite" / "model_fp16.tflite").exists()
+    assert "fp16` failed: conversion or evaluation failed" in (run_copy / "tflite" / "report.md").read_text()
 
-
-# --- units ---------------------------------------------------------------------------------------
 
 def test_modes_parse_and_options_validate(tmp_path):
     assert parse_modes(["int8,fp32", "fp32"]) == ("fp32", "int8")
-    assert parse_modes(None) == MODES
+    assert parse_modes(None) == MODES == ("fp32", "fp16", "dynamic", "int8")
     with pytest.raises(UserError, match="unknown mode"):
         parse_modes(["fp8"])
     with pytest.raises(UserError, match="max-drop"):
         ConvertOptions(run=tmp_path, max_drop=-1)
     with pytest.raises(UserError, match="calibration-size"):
         ConvertOptions(run=tmp_path, calibration_size=0)
-
-
-def test_gate_boundaries_and_recommendation():
-    keras = {"accuracy": 1.0, "f1": 1.0}
-    at_limit = check_variant(keras, {"accuracy": 0.8, "f1": 0.8}, {"collapsed": False}, 20.0)
-    assert drop_pp(1.0, 0.8) == 20.0 and at_limit.passed
-    assert not check_variant(keras, {"accuracy": 0.8, "f1": 0.8}, None, 19.99).passed
-    assert check_variant(keras, {"accuracy": 1.0, "f1": 1.0}, None, 0.0).passed
-    collapsed = check_variant(keras, {"accuracy": 1.0, "f1": 1.0}, {"collapsed": True, "std_ratio": 0.0}, 5)
-    assert not collapsed.passed and "collapsed" in collapsed.reasons[0]
-    assert not check_variant(keras, {"accuracy": 1.0, "f1": 1.0}, None, 5, must_be_integer_only=True,
-                             integer_only=False).passed
-    assert not check_variant(keras, None, None, 5, error="boom").passed
-    variants = [{"mode": "fp32", "size_bytes": 100, "gate": {"passed": True}},
-                {"mode": "int8", "size_bytes": 25, "gate": {"passed": False}},
-                {"mode": "dynamic", "size_bytes": 26, "gate": {"passed": True}}]
-    assert recommend(variants) == "dynamic"
-    assert recommend([variants[1]]) is None
+    assert ConvertOptions(run=tmp_path).max_drop is None  # decided from the run

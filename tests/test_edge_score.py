@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from conftest import PROJECT
+from edge.results_file import COLUMNS
 
 EDGE = [sys.executable, "-m", "edge"]
 
@@ -37,8 +38,14 @@ def grey(level: int, size: int = 48) -> np.ndarray:
 
 
 def read_rows(path: Path) -> list[dict]:
-    with path.open(newline="") as handle:
-        return list(csv.DictReader(handle))
+    """The rows of a results CSV as text, read with the csv module: line 1 is the run's identity
+    (one cell), then the header and the rows (edge/FORMATS.md)."""
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        (identity,) = next(reader)
+        assert json.loads(identity[1:])["format"] == "crack-edge-results"
+        header = next(reader)
+        return [dict(zip(header, row)) for row in reader]
 
 
 @pytest.fixture
@@ -68,7 +75,7 @@ def test_every_file_gets_a_row_and_bad_files_do_not_stop_the_run(edge_models, su
                          "truncated.jpg"}
     assert rows["empty.jpg"]["error"] == "empty file"
     assert "truncated JPEG" in rows["truncated.jpg"]["error"]
-    assert rows["text.jpg"]["error"] == "not a decodable image"
+    assert rows["text.jpg"]["error"].startswith("not a decodable image (not JPEG, PNG")
     for name in ("empty.jpg", "text.jpg", "truncated.jpg"):
         assert rows[name]["probability"] == "" and rows[name]["label"] == ""
     for name in ("dark_0.png", "rgba.png"):
@@ -77,6 +84,7 @@ def test_every_file_gets_a_row_and_bad_files_do_not_stop_the_run(edge_models, su
         assert float(rows[name]["probability"]) < 0.1 and rows[name]["label"] == "no_crack"
         assert float(rows[name]["latency_ms"]) > 0
     assert "scored 8 image(s), 3 error(s)" in result.stdout
+    assert "skipped 1 file(s): 1 not images by name (.txt 1)" in result.stdout
 
     strict = edge("score", "--model", edge_models["fp32"], survey, "--out", out, "--overwrite",
                   "--strict", "--no-progress")
@@ -90,8 +98,10 @@ def test_labels_from_folders_prints_the_metrics(edge_models, survey, tmp_path):
     result = edge("score", "--model", edge_models["int8"], survey / "crack", survey / "no_crack",
                   "--out", out, "--format", "jsonl", "--labels-from-folders", "--no-progress")
     assert result.returncode == 0, result.stderr
-    rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(rows) == 11 and {"path", "probability", "label", "latency_ms", "error"} == set(rows[0])
+    identity, *rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert identity["format"] == "crack-edge-results" and identity["threshold"] == 0.5
+    assert len(rows) == 11
+    assert set(COLUMNS) == set(rows[0])
     assert ("against folder labels (8 images, threshold 0.500): accuracy 1.0000  precision 1.0000"
             "  recall 1.0000  F1 1.0000") in result.stdout
 
@@ -122,13 +132,13 @@ def test_resume_after_sigkill_scores_every_file_exactly_once(edge_models, tmp_pa
                                stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if out.exists() and out.read_text().count("\n") > 40:
+        if out.exists() and out.read_text().count("\n") > 42:
             break
         time.sleep(0.01)
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
     assert process.returncode == -signal.SIGKILL
-    first = out.read_text().count("\n") - 1
+    first = out.read_text().count("\n") - 2  # identity and header lines
     assert 40 <= first < 400, "the run was not killed mid-way"
     with out.open("a") as handle:  # what a kill during a write can leave behind
         handle.write(str(folder / "photo_9999.jpg") + ",0.5")

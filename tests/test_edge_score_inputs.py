@@ -19,7 +19,7 @@ from conftest import PROJECT
 
 from edge.errors import ImageDecodeError, UserError
 from edge.file_inputs import expand_inputs
-from edge.results_file import ResultsFile, Row, open_for_resume
+from edge.results_file import COLUMNS, Row, RunIdentity, open_results, read_results
 from edge.score import ScoreOptions, decode_ahead, probabilities_for, run_score
 
 
@@ -116,38 +116,55 @@ def test_decode_ahead_keeps_order_bounds_its_window_and_turns_any_failure_into_a
 
 # --- results files and resume --------------------------------------------------------------------
 
+IDENTITY = RunIdentity(model="m.tflite", model_sha256="0" * 64, threshold=0.5, tiles="whole",
+                       labels=("no_crack", "crack"), input_size=32)
+
+
 def test_resume_cuts_a_torn_jsonl_line(tmp_path):
     out = tmp_path / "r.jsonl"
-    with ResultsFile(out, "jsonl", append=False) as results:
+    with open_results(out, "jsonl", IDENTITY).writer as results:
         results.write([Row("a.jpg", 0.25, "no_crack", 1.5), Row("b.jpg", None, "", None, "empty file")])
     whole = out.read_bytes()
     out.write_bytes(whole + b'{"path": "c.jpg", "proba')
-    assert open_for_resume(out, "jsonl") == {"a.jpg", "b.jpg"}
-    assert out.read_bytes() == whole
-    first = json.loads(whole.decode().splitlines()[0])
-    assert first == {"path": "a.jpg", "probability": 0.25, "label": "no_crack", "latency_ms": 1.5, "error": ""}
+    opened = open_results(out, "jsonl", IDENTITY, resume=True)
+    opened.writer.close()
+    assert opened.done == {b"a.jpg"} and opened.retried == 1 and opened.cut
+    identity, first = [json.loads(line) for line in out.read_text().splitlines()]  # b.jpg: retried
+    assert identity == {"format": "crack-edge-results", "version": 2, **{
+        k: v for k, v in IDENTITY.to_dict().items() if k not in ("format", "version")}}
+    assert first == {"path": "a.jpg", "probability": 0.25, "label": "no_crack", "latency_ms": 1.5,
+                     "error": "", "path_bytes": "", "capture_time": "", "gps_lat": None,
+                     "gps_lon": None, "gps_alt": None, "orientation": None, "tiles": None}
 
 
-def test_resume_of_a_csv_torn_inside_its_header_starts_it_again(tmp_path):
+def test_resume_of_a_csv_torn_inside_its_header_keeps_the_identity(tmp_path):
     out = tmp_path / "r.csv"
-    out.write_text("path,probab")
-    assert open_for_resume(out, "csv") == set()
-    assert out.read_bytes() == b""
-    with ResultsFile(out, "csv", append=True) as results:
+    open_results(out, "csv", IDENTITY).writer.close()
+    whole = out.read_bytes()
+    out.write_bytes(whole[:-10])  # torn inside the header line
+    opened = open_results(out, "csv", IDENTITY, resume=True)
+    with opened.writer as results:
         results.write([Row("x, with comma.jpg", 0.75, "crack", 2.0)])
-    assert out.read_text() == 'path,probability,label,latency_ms,error\n"x, with comma.jpg",0.75,crack,2.0,\n'
-    assert open_for_resume(out, "csv") == {"x, with comma.jpg"}
+    assert opened.done == set()
+    empty_cells = b"," * (len(COLUMNS) - 4)  # error, path_bytes, the EXIF and tiles columns
+    assert out.read_bytes() == whole + b'"x, with comma.jpg",0.750000,crack,2.000' + empty_cells + b"\r\n"
+    assert [row.path for row in read_results(out, "csv").rows] == ["x, with comma.jpg"]
 
 
-def test_resume_refuses_files_that_are_not_results(tmp_path):
+def test_resume_refuses_files_that_are_not_results_and_leaves_them_alone(tmp_path):
     other = tmp_path / "notes.csv"
-    other.write_text("name,size\nx,1\n")
-    with pytest.raises(UserError, match="not a results CSV"):
-        open_for_resume(other, "csv")
+    other.write_text("name,size\nx,1\nlast line, torn")
+    with pytest.raises(UserError, match="not a crack-edge results file"):
+        open_results(other, "csv", IDENTITY, resume=True)
+    assert other.read_text() == "name,size\nx,1\nlast line, torn"
     broken = tmp_path / "broken.jsonl"
-    broken.write_text('{"path": "a.jpg"}\nnot json\n{"path": "b.jpg"}\n')
-    with pytest.raises(UserError, match="line 2 is not a results row"):
-        open_for_resume(broken, "jsonl")
+    with open_results(broken, "jsonl", IDENTITY).writer as results:
+        results.write([Row("a.jpg", 0.25, "no_crack", 1.5)])
+    before = broken.read_bytes() + b'not json\n{"path": "b.jpg"}\n'
+    broken.write_bytes(before)
+    with pytest.raises(UserError, match="line 3 is not JSON"):
+        open_results(broken, "jsonl", IDENTITY, resume=True)
+    assert broken.read_bytes() == before
 
 
 def test_jsonl_run_resumed_after_a_torn_line_has_every_file_once(edge_models, tmp_path):
@@ -162,7 +179,7 @@ def test_jsonl_run_resumed_after_a_torn_line_has_every_file_once(edge_models, tm
     second = run_score(ScoreOptions(model=edge_models["int8"], inputs=(str(folder),), out=out,
                                     format="jsonl", resume=True, show_progress=False))
     assert (second.already_done, second.scored, second.errors) == (7, 13, 0)
-    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    rows = [json.loads(line) for line in out.read_text().splitlines()[1:]]
     assert sorted(r["path"] for r in rows) == sorted(str(p) for p in paths)
     with pytest.raises(UserError, match="exists; use --resume to continue it or --overwrite"):
         run_score(ScoreOptions(model=edge_models["int8"], inputs=(str(folder),), out=out,
@@ -179,10 +196,12 @@ def test_lists_globs_and_a_non_image_file_on_the_command_line(edge_models, tree,
                   tree / "sub" / "deeper", "--out", out, "--no-progress")
     assert result.returncode == 0, result.stderr
     with out.open(newline="") as handle:
+        handle.readline()  # the identity line
         rows = {Path(r["path"]).name: r for r in csv.DictReader(handle)}
     # error rows are written as soon as they are seen, scored ones per batch: compare as a set
     assert sorted(rows) == sorted(["a.jpg", "readme.md", "b.png", "c.JPEG"])
-    assert rows["readme.md"]["error"] == "not a decodable image" and rows["readme.md"]["probability"] == ""
+    assert rows["readme.md"]["error"].startswith("not a decodable image")
+    assert rows["readme.md"]["probability"] == ""
     assert float(rows["a.jpg"]["probability"]) > 0.9 and rows["a.jpg"]["label"] == "crack"
     assert "scored 3 image(s), 1 error(s)" in result.stdout
 
@@ -197,10 +216,11 @@ def test_threshold_overrides_the_sidecar(edge_models, tmp_path):
         result = edge("score", "--model", edge_models["fp32"], path, "--out", out, "--threshold",
                       threshold, "--no-progress")
         assert result.returncode == 0, result.stderr
-        with out.open(newline="") as handle:
-            (row,) = list(csv.DictReader(handle))
-        assert float(row["probability"]) == pytest.approx(probability, abs=1e-6)
-        labels[threshold] = row["label"]
+        content = read_results(out, "csv")
+        assert content.identity.threshold == float(threshold)
+        (row,) = content.rows
+        assert row.probability == pytest.approx(probability, abs=1e-6)
+        labels[threshold] = row.label
     assert labels == {"0.5": "crack", "0.95": "no_crack"}
     bad = edge("score", "--model", edge_models["fp32"], path, "--out", tmp_path / "x.csv", "--threshold", "1.5")
     assert bad.returncode == 2 and bad.stderr.strip().endswith("--threshold must be between 0 and 1, got 1.5")

@@ -143,10 +143,12 @@ class FakePicamera2:
         self.size = None
         FakePicamera2.instances.append(self)
 
-    def create_video_configuration(self, main: dict) -> dict:
+    def create_video_configuration(self, main: dict, lores: dict | None = None) -> dict:
         self.calls.append("create_video_configuration")
         self.size = main["size"]
+        self.lores = lores
         assert main["format"] == "RGB888"
+        assert lores is None or lores["format"] == "YUV420"
         return {"main": main}
 
     def configure(self, config: dict) -> None:
@@ -154,6 +156,13 @@ class FakePicamera2:
 
     def start(self) -> None:
         self.calls.append("start")
+
+    def capture_arrays(self, names: list[str]) -> tuple[list[np.ndarray], dict]:
+        assert names == ["main", "lores"] and self.lores is not None
+        width, height = self.lores["size"]
+        yuv = np.full((height * 3 // 2, width), 128, np.uint8)  # I420: Y plane, then U and V
+        yuv[:height] = 60  # a dark grey picture
+        return [self.capture_array(), yuv], {}
 
     def capture_array(self, stream: str = "main") -> np.ndarray:
         width, height = self.size
@@ -192,7 +201,7 @@ def test_picamera2_frames_are_bgr_at_the_asked_size(fake_picamera2):
 
 def test_picamera2_without_a_camera_is_retried(fake_picamera2):
     fake_picamera2.fail_to_open = True
-    with pytest.raises(SourceUnavailable, match="cannot open the Raspberry Pi camera"):
+    with pytest.raises(SourceUnavailable, match="no camera found by libcamera: check the ribbon cable"):
         open_source("picamera2")
 
 
@@ -359,7 +368,7 @@ def test_capture_reconnects_a_live_source_and_keeps_going(caplog):
     assert capture.frames_read == 5 and len(levels) + capture.dropped == 5
     assert capture.reconnects == 1
     messages = [r.getMessage() for r in caplog.records]
-    assert "lost fake://stream after 3 frames; reconnecting" in messages
+    assert "lost fake://stream after 3 frames; reconnecting in 0.0 s" in messages  # backoff first
     assert "stream down; attempt 1 failed, retrying in 0.0 s" in messages
     assert "stream down; attempt 2 failed, retrying in 0.0 s" in messages
     assert any(m.startswith("reconnected to fake://stream after") and m.endswith("(reconnect 1)")

@@ -62,11 +62,12 @@ def feed(debouncer: Debouncer, pattern: str, probability: float = 0.9) -> list:
 def test_one_event_for_a_run_of_positives_with_short_noise():
     #         0123456789012345678901234
     pattern = "0110100111101101110001100"
-    changes = feed(Debouncer(min_frames=3), pattern)
+    changes = feed(Debouncer(min_frames=3, run_id="20250101T000000Z-abc123"), pattern)
     assert [(kind, index) for kind, index, _ in changes] == [("start", 9), ("end", 20)]
     event = changes[0][2]
     start, end = event.start_record(), event.end_record()
-    assert start == {"event": "crack_start", "event_id": 1, "time": "2025-01-01T00:00:09.000Z",
+    assert end["id"] == "20250101T000000Z-abc123-0001-end"
+    assert start == {"event": "crack_start", "id": "20250101T000000Z-abc123-0001-start", "event_id": 1, "time": "2025-01-01T00:00:09.000Z",
                      "frame_index": 9, "first_frame_index": 7, "probability": 0.909,
                      "boxes": [[0, 0, 8, 8]]}
     assert end["frame_index"] == 20 and end["first_frame_index"] == 7 and end["last_frame_index"] == 17
@@ -228,9 +229,15 @@ class _MjpegHandler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-cache")
         self.end_headers()
         try:
+            sent = 0
             while not server.stopping.is_set():
+                if server.frames is not None and sent >= server.frames:
+                    server.stopping.wait()  # connected but silent: a stalled camera
+                    break
                 self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
                                  % len(server.jpeg) + server.jpeg + b"\r\n")
+                self.wfile.flush()
+                sent += 1
                 server.stopping.wait(1 / 30)
         except (BrokenPipeError, ConnectionResetError):
             pass
@@ -240,11 +247,13 @@ class _MjpegHandler(BaseHTTPRequestHandler):
 
 
 class MjpegServer:
-    """multipart/x-mixed-replace JPEG frames on 127.0.0.1, like an IP camera's /stream.mjpg."""
+    """multipart/x-mixed-replace JPEG frames on 127.0.0.1, like an IP camera's /stream.mjpg; with
+    ``frames``, that many per connection and then silence with the connection open (a stall)."""
 
-    def __init__(self, frame: np.ndarray, port: int = 0) -> None:
+    def __init__(self, frame: np.ndarray, port: int = 0, frames: int | None = None) -> None:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", port), _MjpegHandler)
         self.httpd.daemon_threads = True
+        self.httpd.frames = frames
         self.httpd.jpeg = cv2.imencode(".jpg", frame)[1].tobytes()
         self.httpd.stopping = threading.Event()
         self.port = self.httpd.server_address[1]

@@ -92,9 +92,9 @@ def test_overlay_marks_only_the_crack_tiles_and_leaves_the_frame_alone():
 
 
 def test_duration_bounds_a_stream(tmp_path):
-    # Each frame is held for 10 ms, so the whole video takes at least 4 s: a 0.3 s bound must stop
-    # it early however fast this machine scores a tiny frame.
-    video = write_video(tmp_path / "long.avi", [grey_frame()] * 400)
+    # The bound counts from when the capture starts, before the first frame; holding that frame
+    # past the bound stops the run right after it, however fast or slow this machine is.
+    video = write_video(tmp_path / "long.avi", [grey_frame()] * 40)
     summary = run_stream(StreamOptions(model=line_model_path(), source=str(video), duration=0.3,
-                                       threads=1), on_frame=lambda index, probability: time.sleep(0.01))
-    assert summary.stop_reason == "duration" and 0 < summary.frames < 400
+                                       threads=1), on_frame=lambda index, probability: time.sleep(0.35))
+    assert summary.stop_reason == "duration" and summary.frames == 1

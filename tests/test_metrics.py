@@ -1,12 +1,13 @@
-"""The metrics every report uses, against values computed by hand."""
+"""The metrics every report uses, against values computed by hand and against scikit-learn (a
+test dependency only) on random scores with ties."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from edge.metrics import (Confusion, best_f1_threshold, binary_report, confusion, pr_auc, roc_auc,
-                          roc_curve, threshold_for_recall)
+from edge.metrics import (Confusion, best_f1_threshold, binary_report, confusion, pr_auc, pr_curve,
+                          roc_auc, roc_curve, threshold_for_recall)
 
 
 def test_f1_is_the_harmonic_mean_not_the_original_projects_figure():
@@ -65,3 +66,66 @@ def test_threshold_choice_on_validation_scores():
     assert threshold_for_recall(labels, scores, 1.0) == pytest.approx(0.35)
     with pytest.raises(ValueError):
         threshold_for_recall(labels, scores, 0.0)
+
+
+def random_case(seed: int, count: int = 60, levels: int = 12):
+    """Labels and scores with many ties (scores on a grid of ``levels`` values), both classes."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, count)
+    labels[:2] = [0, 1]
+    scores = rng.integers(0, levels, count) / (levels - 1)
+    return labels, scores
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_curves_and_areas_agree_with_scikit_learn_on_tied_random_scores(seed):
+    from sklearn import metrics
+
+    labels, scores = random_case(seed)
+    assert len(np.unique(scores)) < len(scores)  # ties
+    assert roc_auc(labels, scores) == pytest.approx(metrics.roc_auc_score(labels, scores))
+    assert pr_auc(labels, scores) == pytest.approx(metrics.average_precision_score(labels, scores))
+
+    fpr, tpr, thresholds = roc_curve(labels, scores)
+    sk_fpr, sk_tpr, sk_thresholds = metrics.roc_curve(labels, scores, drop_intermediate=False)
+    np.testing.assert_allclose(fpr, sk_fpr)
+    np.testing.assert_allclose(tpr, sk_tpr)
+    np.testing.assert_allclose(thresholds[1:], sk_thresholds[1:])  # both start above every score
+
+    precision, recall, pr_thresholds = pr_curve(labels, scores)
+    sk_precision, sk_recall, sk_pr_thresholds = metrics.precision_recall_curve(labels, scores)
+    # scikit-learn: lowest threshold first, with a final (precision 1, recall 0) point
+    np.testing.assert_allclose(precision, sk_precision[:-1][::-1])
+    np.testing.assert_allclose(recall, sk_recall[:-1][::-1])
+    np.testing.assert_allclose(pr_thresholds, sk_pr_thresholds[::-1])
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_counts_and_ratios_agree_with_scikit_learn_at_every_threshold(seed):
+    from sklearn import metrics
+
+    labels, scores = random_case(seed, count=40, levels=6)
+    # every score is a threshold (ties fall on it: >= counts them as cracks), plus both ends
+    for threshold in [0.0, *np.unique(scores), 1.01]:
+        predicted = (scores >= threshold).astype(int)
+        report = binary_report(labels, scores, threshold)
+        assert report["confusion_matrix"] == metrics.confusion_matrix(labels, predicted,
+                                                                      labels=[0, 1]).tolist()
+        assert report["accuracy"] == pytest.approx(metrics.accuracy_score(labels, predicted))
+        for name, score in (("precision", metrics.precision_score),
+                            ("recall", metrics.recall_score), ("f1", metrics.f1_score)):
+            assert report[name] == pytest.approx(score(labels, predicted, zero_division=0)), name
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_threshold_choices_are_the_best_by_scikit_learn(seed):
+    from sklearn import metrics
+
+    labels, scores = random_case(seed, count=40, levels=6)
+    candidates = np.unique(scores)[::-1]  # highest first: the rules prefer fewer false alarms
+    f1 = [metrics.f1_score(labels, (scores >= t).astype(int), zero_division=0) for t in candidates]
+    assert best_f1_threshold(labels, scores) == candidates[int(np.argmax(f1))]
+    for target in (0.3, 0.8, 1.0):
+        recall = [metrics.recall_score(labels, (scores >= t).astype(int)) for t in candidates]
+        assert threshold_for_recall(labels, scores, target) == \
+            next(t for t, r in zip(candidates, recall) if r >= target)

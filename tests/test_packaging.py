@@ -61,7 +61,8 @@ def test_the_base_install_has_no_tensorflow_and_the_train_extra_resolves_on_arm6
 def test_the_lock_pins_every_dependency_once_per_platform():
     project = pyproject()["project"]
     wanted = [Requirement(r) for r in (*project["dependencies"], *project["optional-dependencies"]["train"],
-                                       *project["optional-dependencies"]["test"])]
+                                       *project["optional-dependencies"]["test"],
+                                       *project["optional-dependencies"]["mqtt"])]
     for machine in ("x86_64", "aarch64"):
         declared = {r.name.lower() for r in wanted
                     if r.marker is None or r.marker.evaluate({"platform_machine": machine})}

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from edge.preprocess import load_image
-from training.patches import (PatchOptions, binarize_mask, cut_patches, label_windows,
-                              window_starts)
+from edge.tiling import window_starts
+from training.patches import PatchOptions, binarize_mask, cut_patches, label_windows
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -139,7 +139,9 @@ def train_command(
     """Fine-tune ResNet50V2 on labelled images; write model, metrics, plots and contract to runs/NAME."""
     from pathlib import Path
 
-    from training.train import TrainingInterrupted, TrainOptions, train
+    from training.options import TrainOptions
+    from training.signals import TrainingInterrupted
+    from training.train import train
 
     if resume is None and data is None:
         raise UserError("give --data DIR (a folder of class folders) or --resume runs/NAME")

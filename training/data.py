@@ -21,6 +21,7 @@ import numpy as np
 from edge.contract import folder_label
 from edge.errors import ImageDecodeError, UserError
 from edge.preprocess import is_image_path, load_image
+from edge.progress import progress_bar
 
 SPLIT_FOLDER_NAMES = {"train": ("train", "training"), "val": ("val", "valid", "validation"),
                       "test": ("test", "testing")}
@@ -126,8 +127,7 @@ def find_split_folders(root: Path, val_name: str | None = None, test_name: str |
 
 def scan(root: str | Path, positive: str | None = None, fractions: SplitFractions | None = None,
          seed: int = 0, group_by_source: bool = False, val_name: str | None = None,
-         test_name: str | None = None, verify: bool = True, workers: int = 8,
-         progress=None) -> ScanResult:
+         test_name: str | None = None, verify: bool = True, workers: int = 8) -> ScanResult:
     """Find, check and split the labelled images of a data folder."""
     root = Path(root)
     if not root.exists():
@@ -149,7 +149,7 @@ def scan(root: str | Path, positive: str | None = None, fractions: SplitFraction
         splits = None
     if verify:
         every = [item for group in (splits.values() if splits else [items]) for item in group]
-        bad = dict(check_readable([path for path, _ in every], workers, progress))
+        bad = dict(check_readable([path for path, _ in every], workers))
         skipped = sorted(bad.items())
         if splits:
             splits = {name: [it for it in group if it[0] not in bad] for name, group in splits.items()}
@@ -180,8 +180,9 @@ def _collect(root: Path, positive: str | None) -> tuple[list[Item], dict[str, st
     return items, names
 
 
-def check_readable(paths: list[str], workers: int = 8, progress=None) -> list[tuple[str, str]]:
-    """(path, reason) for every file that cannot be decoded. Decodes in a thread pool."""
+def check_readable(paths: list[str], workers: int = 8) -> list[tuple[str, str]]:
+    """(path, reason) for every file that cannot be decoded. Decodes in a thread pool, with a
+    progress bar on a terminal."""
     def problem(path: str) -> str | None:
         try:
             load_image(path)
@@ -190,10 +191,10 @@ def check_readable(paths: list[str], workers: int = 8, progress=None) -> list[tu
         return None
 
     bad = []
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    with ThreadPoolExecutor(max_workers=workers) as pool, \
+            progress_bar("checking images", total=len(paths)) as advance:
         for path, reason in zip(paths, pool.map(problem, paths)):
-            if progress is not None:
-                progress()
+            advance(1)
             if reason is not None:
                 bad.append((path, reason))
     return bad

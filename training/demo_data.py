@@ -34,6 +34,7 @@ import cv2
 import numpy as np
 
 from edge.errors import UserError
+from edge.progress import progress_bar
 
 GENERATOR_VERSION = 1
 CLASSES = ("crack", "no_crack")
@@ -535,14 +536,6 @@ def _render_file(job: tuple[int, str, int, int]) -> bytes:
     return encode_png(render(seed, cls, index, size).rgb)
 
 
-def _terminal():
-    """A rich console on stderr when it is a terminal (the progress bar), else None."""
-    from rich.console import Console
-
-    console = Console(stderr=True)
-    return console if console.is_terminal else None
-
-
 def _worker_count(jobs: int) -> int:
     if jobs < 100:  # starting processes costs more than it saves
         return 1
@@ -572,21 +565,10 @@ def generate_demo(options: DemoOptions, *, progress: bool = True,
             results = pool.map(_render_file, jobs, chunksize=8)
         else:
             results = map(_render_file, jobs)
-        advance = None
-        console = _terminal() if progress else None
-        if console is not None:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, \
-                TimeRemainingColumn
-
-            bar = stack.enter_context(Progress(TextColumn("demo data"), BarColumn(),
-                                               MofNCompleteColumn(), TimeRemainingColumn(),
-                                               console=console, transient=True))
-            task = bar.add_task("demo", total=len(jobs))
-            advance = lambda: bar.advance(task)  # noqa: E731
+        advance = stack.enter_context(progress_bar("demo data", total=len(jobs), enabled=progress))
         for (_, cls, i, _), data in zip(jobs, results):
             (out / cls / file_name(cls, i)).write_bytes(data)
-            if advance:
-                advance()
+            advance(1)
 
     (out / README_NAME).write_text(_readme(options), encoding="utf-8")
     marker = {"generator_version": GENERATOR_VERSION, "count": options.count,

@@ -10,27 +10,26 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import logging
+import io
 
 import numpy as np
 
 from edge.contract import ModelContract
-from edge.atomic_files import write_json_atomic
+from edge.atomic_files import write_bytes_atomic, write_json_atomic
 from edge.metrics import best_f1_threshold, binary_report, threshold_for_recall
+from training.keras_inference import BATCH_SIZE, keras_probabilities
 from training.run_layout import RunLayout
-
-LOGGER = logging.getLogger("crack.train")
-BATCH_SIZE = 32
+from training.run_log import say
 
 
-def keras_probabilities(model, items: list[tuple[str, int]], img_size: int) -> np.ndarray:
+def split_probabilities(model, items: list[tuple[str, int]], img_size: int) -> np.ndarray:
     """Scores of the Keras model for (path, label) items, decoded as on the device."""
     from training.pipeline import make_dataset
 
     if not items:
         return np.zeros((0,), np.float32)
     dataset = make_dataset(items, img_size, BATCH_SIZE, training=False, cache=False)
-    return np.asarray(model.predict(dataset, verbose=0), dtype=np.float64).reshape(len(items))
+    return keras_probabilities(model, dataset)
 
 
 def choose_threshold(labels: np.ndarray, probabilities: np.ndarray,
@@ -46,14 +45,13 @@ def choose_threshold(labels: np.ndarray, probabilities: np.ndarray,
 def evaluate_run(layout: RunLayout, model, options, splits, weights) -> dict:
     """Writes contract.json, metrics.json, test_predictions.csv and plots/; returns the metrics."""
     from training.plots import write_plots
-    from training.train import say
 
     size = options.img_size
     val_labels = np.array([label for _, label in splits["val"]])
     test_labels = np.array([label for _, label in splits["test"]])
     say(f"scoring {len(val_labels)} validation and {len(test_labels)} test images")
-    val_probabilities = keras_probabilities(model, splits["val"], size)
-    test_probabilities = keras_probabilities(model, splits["test"], size)
+    val_probabilities = split_probabilities(model, splits["val"], size)
+    test_probabilities = split_probabilities(model, splits["test"], size)
 
     threshold, how = choose_threshold(val_labels, val_probabilities, options.target_recall)
     ModelContract(input_size=size, threshold=threshold,
@@ -90,18 +88,15 @@ def evaluate_run(layout: RunLayout, model, options, splits, weights) -> dict:
 
 
 def write_predictions(layout: RunLayout, items, probabilities, threshold: float) -> None:
-    temporary = layout.test_predictions.with_suffix(".csv.tmp")
-    with temporary.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "label", "probability", "predicted"])
-        for (path, label), probability in zip(items, probabilities):
-            writer.writerow([path, label, f"{probability:.6f}", int(probability >= threshold)])
-    temporary.replace(layout.test_predictions)
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(["path", "label", "probability", "predicted"])
+    for (path, label), probability in zip(items, probabilities):
+        writer.writerow([path, label, f"{probability:.6f}", int(probability >= threshold)])
+    write_bytes_atomic(layout.test_predictions, text.getvalue().encode())
 
 
 def _print_summary(metrics: dict) -> None:
-    from training.train import say
-
     def fmt(value):
         return "n/a" if value is None else f"{value:.4f}"
 

@@ -47,6 +47,14 @@ def keras_cache_dir() -> Path:
     return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
 
 
+def imagenet_weights_source() -> str:
+    """The ImageNet file in the Keras cache when it is there (loaded as it is: Keras would check
+    its hash against the one it knows and fetch the file again on a mismatch, which fails
+    offline), else 'imagenet' for Keras to download it."""
+    cached = keras_cache_dir() / IMAGENET_NOTOP_FILE
+    return str(cached) if cached.is_file() else "imagenet"
+
+
 def imagenet_weights_hint() -> str:
     return (f"put {IMAGENET_NOTOP_FILE} (from {IMAGENET_URL}) in {keras_cache_dir()}/, "
             "or pass --weights PATH to that file")
@@ -95,7 +103,8 @@ def _base_with_weights(img_size: int, weights: str):
         return build_base(img_size, None), WeightsResult(requested, "none", None)
     if lowered in ("imagenet", "auto"):
         try:
-            return build_base(img_size, "imagenet"), WeightsResult(requested, "imagenet", None)
+            return (build_base(img_size, imagenet_weights_source()),
+                    WeightsResult(requested, "imagenet", None))
         except Exception as exc:  # offline: URL fetch failure; corrupt cache: h5 error
             reason = first_line(exc)
             if lowered == "imagenet":

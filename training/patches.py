@@ -35,6 +35,8 @@ import numpy as np
 
 from edge.errors import ImageDecodeError, UserError
 from edge.preprocess import is_image_path, load_image, read_file_bytes
+from edge.progress import progress_bar
+from edge.tiling import window_starts
 
 CLASSES = ("crack", "no_crack")
 CSV_NAME = "patches.csv"
@@ -103,16 +105,6 @@ class WindowLabels:
 
 # ---------------------------------------------------------------------------------------------
 # pure functions (used by the tests with synthetic masks)
-
-
-def window_starts(length: int, size: int, stride: int) -> list[int]:
-    """Start offsets every ``stride`` pixels, plus one flush with the far edge; [] if too short."""
-    if length < size:
-        return []
-    starts = list(range(0, length - size + 1, stride))
-    if starts[-1] != length - size:
-        starts.append(length - size)
-    return starts
 
 
 def binarize_mask(mask: np.ndarray) -> np.ndarray:
@@ -339,23 +331,10 @@ def cut_patches(options: PatchOptions, *, warn: Callable[[str], None] | None = N
                 rows.append((f"{label}/{name}", stem, y, x, label, f"{fraction:.6f}"))
         summary.photos += 1
 
-    console = None
-    if progress:
-        from rich.console import Console
-
-        console = Console(stderr=True)
-    if console is not None and console.is_terminal:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-        with Progress(TextColumn("patches"), BarColumn(), MofNCompleteColumn(),
-                      console=console, transient=True) as bar:
-            task = bar.add_task("patches", total=len(usable))
-            for item in usable:
-                cut(*item)
-                bar.advance(task)
-    else:
+    with progress_bar("patches", total=len(usable), enabled=progress, unit="photo") as advance:
         for item in usable:
             cut(*item)
+            advance(1)
 
     with (out / CSV_NAME).open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")

@@ -11,7 +11,6 @@ from edge.metrics import confusion, pr_curve, roc_curve
 from edge.preprocess import load_for_model
 from training.run_layout import RunLayout
 
-PLOT_FILES = ("curves.png", "confusion_matrix.png", "roc_pr.png", "misclassified.png")
 MAX_MISCLASSIFIED = 24
 
 
@@ -22,6 +21,15 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _save(figure, layout: RunLayout, name: str, dpi: int = 100):
+    """Write the figure to plots/NAME, free it, and return the path."""
+    path = layout.plots / name
+    figure.tight_layout()
+    figure.savefig(path, dpi=dpi)
+    _pyplot().close(figure)
+    return path
 
 
 def write_plots(layout: RunLayout, items, labels, probabilities, threshold: float,
@@ -60,11 +68,7 @@ def plot_curves(layout: RunLayout):
         axis.set_title(metric)
         axis.grid(alpha=0.3)
         axis.legend()
-    figure.tight_layout()
-    path = layout.plots / "curves.png"
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    return _save(figure, layout, "curves.png")
 
 
 def plot_confusion(layout: RunLayout, labels, probabilities, threshold: float):
@@ -81,11 +85,7 @@ def plot_confusion(layout: RunLayout, labels, probabilities, threshold: float):
         axis.text(col, row, str(value), ha="center", va="center",
                   color="white" if value > matrix.max() / 2 else "black", fontsize=14)
     axis.set_title(f"test split, threshold {threshold:.3f}")
-    figure.tight_layout()
-    path = layout.plots / "confusion_matrix.png"
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    return _save(figure, layout, "confusion_matrix.png")
 
 
 def plot_roc_pr(layout: RunLayout, labels, probabilities):
@@ -105,11 +105,7 @@ def plot_roc_pr(layout: RunLayout, labels, probabilities):
                 ylim=(0, 1.02))
     for axis in (roc_axis, pr_axis):
         axis.grid(alpha=0.3)
-    figure.tight_layout()
-    path = layout.plots / "roc_pr.png"
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    return _save(figure, layout, "roc_pr.png")
 
 
 def plot_misclassified(layout: RunLayout, items, labels, probabilities, threshold: float,
@@ -136,8 +132,4 @@ def plot_misclassified(layout: RunLayout, items, labels, probabilities, threshol
         truth = "crack" if labels[index] else "no_crack"
         axis.set_title(f"true {truth}\np={probabilities[index]:.3f}", fontsize=8)
     figure.suptitle(f"misclassified test images ({len(wrong)} shown, threshold {threshold:.3f})")
-    figure.tight_layout()
-    path = layout.plots / "misclassified.png"
-    figure.savefig(path, dpi=90)
-    plt.close(figure)
-    return path
+    return _save(figure, layout, "misclassified.png", dpi=90)

@@ -8,17 +8,18 @@ Files that cannot be decoded get an empty probability and their error in the ``e
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from edge.atomic_files import write_bytes_atomic
 from edge.contract import ModelContract
-from edge.errors import ImageDecodeError, UserError
+from edge.errors import ImageDecodeError, UserError, first_line
 from edge.preprocess import load_for_model
+from training.keras_inference import BATCH_SIZE, keras_probabilities
 from training.run_layout import open_run
-
-BATCH_SIZE = 32
 
 
 @dataclass(frozen=True)
@@ -40,8 +41,7 @@ def load_run_model(run: Path):
     try:
         model = keras.models.load_model(layout.model, safe_mode=True, compile=False)
     except Exception as exc:
-        raise UserError(f"cannot load {layout.model}: {type(exc).__name__}: "
-                        f"{str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}") from None
+        raise UserError(f"cannot load {layout.model}: {first_line(exc)}") from None
     return model, contract
 
 
@@ -55,7 +55,7 @@ def predict_files(model, contract: ModelContract, paths: list[Path]
     def flush() -> None:
         if not batch:
             return
-        scores = model.predict(np.stack(batch).astype(np.float32), verbose=0).reshape(-1)
+        scores = keras_probabilities(model, np.stack(batch))
         for index, score in zip(waiting, scores):
             results[index] = (results[index][0], float(score), "")
         batch.clear()
@@ -85,16 +85,14 @@ def run_predict(options: PredictOptions, expand) -> tuple[int, int]:
     if options.threshold is not None:
         contract = contract.with_threshold(options.threshold)
     results = predict_files(model, contract, paths)
-    options.out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = options.out.with_name(options.out.name + ".tmp")
-    with temporary.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "probability", "label", "error"])
-        for path, probability, error in results:
-            if probability is None:
-                writer.writerow([path, "", "", error])
-            else:
-                writer.writerow([path, f"{probability:.6f}", contract.label_name(probability), ""])
-    temporary.replace(options.out)
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(["path", "probability", "label", "error"])
+    for path, probability, error in results:
+        if probability is None:
+            writer.writerow([path, "", "", error])
+        else:
+            writer.writerow([path, f"{probability:.6f}", contract.label_name(probability), ""])
+    write_bytes_atomic(options.out, text.getvalue().encode())
     failed = sum(1 for _, probability, _ in results if probability is None)
     return len(results) - failed, failed
