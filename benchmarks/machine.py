@@ -34,33 +34,6 @@ def argument_parser(module: str, doc: str | None) -> argparse.ArgumentParser:
                                    formatter_class=_HelpFormatter)
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith(("model name", "hardware", "cpu model")):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-# CPU features that give int8 matrix kernels their edge over float: x86 VNNI, Arm dot product and
-# int8 matrix multiply (Pi 5's Cortex-A76 has asimddp; Pi 4's Cortex-A72 has none of these).
-INT8_DOT_PRODUCT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
-
-
-def cpu_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    flags: set[str] = set()
-    for line in text.splitlines():
-        if line.lower().startswith(("flags", "features")):
-            flags.update(line.split(":", 1)[1].split())
-    return flags
-
-
 def cpu_times() -> tuple[float, float] | None:
     """(seconds all CPUs have been busy since boot, seconds this process and its finished children
     have used), or None where /proc/stat is missing."""
@@ -96,17 +69,18 @@ def machine_info(threads: int | None = None, since: tuple | None = None) -> dict
     """CPU, cores, Python and the TFLite interpreter package a figure was measured with; given a
     cpu_mark() ``since``, also how busy other processes kept the CPU from it until now, so call
     it with one when the measurement is over."""
+    from edge.health import cpu_info
     from edge.interpreter import default_thread_count, find_interpreter
 
-    backend = find_interpreter()
+    backend, cpu = find_interpreter(), cpu_info()
     info = {
-        "cpu": cpu_model(),
+        "cpu": cpu.model,
         "cores": os.cpu_count(),
         "machine": platform.machine(),
         "python": platform.python_version(),
         "interpreter": {"package": backend.package, "version": backend.version},
         "threads": threads or default_thread_count(),
-        "int8_dot_product": sorted(cpu_flags() & set(INT8_DOT_PRODUCT_FLAGS)),
+        "int8_dot_product": sorted(cpu.int8_dot_product),
     }
     if since is not None:
         info["other_processes_cores"] = other_processes_cores(since)

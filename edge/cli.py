@@ -20,37 +20,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperGroup
 
-from edge.cli_main import DEBUG_VARIABLE, run_app, version_callback
+from edge.cli_main import DEBUG_VARIABLE, OneLineUsageErrors, run_app, version_callback
 from edge.disk_budget import DEFAULT_KEEP_DAYS, DEFAULT_MAX_DISK_MB
 from edge.outbox import DEFAULT_OUTBOX_MB
 from edge.errors import EXIT_USAGE, RuntimeFailure, UserError, first_line
-
-
-class OneLineUsageErrors(TyperGroup):
-    """A usage error (unknown option, a value of the wrong type, a missing option) is one line,
-    ``error: ... (see crack-edge CMD --help)``, exit 2, instead of a boxed usage text: on a
-    device that line goes to the journal. Help asked for with no arguments is still shown."""
-
-    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra: Any) -> Any:
-        from typer._click.exceptions import NoArgsIsHelpError, UsageError
-
-        try:
-            # standalone_mode=False: click returns the exit code instead of exiting, and lets
-            # usage errors through to be written here on one line
-            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except NoArgsIsHelpError as exc:
-            typer.echo(exc.format_message(), err=True)
-            result = EXIT_USAGE
-        except UsageError as exc:
-            message = " ".join(exc.format_message().split())
-            where = f" (see {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
-            typer.echo(f"error: {message}{where}", err=True)
-            result = EXIT_USAGE
-        if not standalone_mode:
-            return result
-        raise SystemExit(result if isinstance(result, int) else 0)
 
 
 app = typer.Typer(

@@ -103,4 +103,7 @@ def _version_of(package: str) -> str:
 
 
 def default_thread_count() -> int:
-    return os.cpu_count() or 1
+    """Interpreter threads when none are given, for every command: see edge.health.default_threads."""
+    from edge.health import default_threads
+
+    return default_threads()

@@ -143,6 +143,38 @@ def test_summary_explains_a_missed_pipeline_target_and_keeps_other_machines(tmp_
     assert "This CPU has int8 dot-product instructions (asimddp)" in text
 
 
+def test_preview_viewer_benchmark(edge_models, tmp_path):
+    from benchmarks import preview_viewer
+
+    out = tmp_path / "preview_viewer.json"
+    preview_viewer.main(["--model", str(edge_models["int8"]), "--frames", "12", "--skip", "2",
+                         "--repeats", "1", "--out", str(out)])
+    result = json.loads(out.read_text())
+    (measured,) = result["rounds"]
+    assert measured["fps_none"] > 0 and measured["fps_viewer"] > 0 and measured["viewer_frames"] >= 1
+    assert result["ratio"] == pytest.approx(measured["fps_viewer"] / measured["fps_none"])
+    assert result["machine"]["other_processes_cores"] >= 0
+
+
+def test_summary_reports_the_stream_against_its_limit_and_the_preview_viewer(tmp_path, monkeypatch):
+    from benchmarks import summary
+
+    monkeypatch.setattr(summary, "RESULTS_DIR", tmp_path)
+    monkeypatch.setattr(summary, "CHART", tmp_path / "performance.png")
+    edge = edge_result(int8_score_fps=95.0)
+    edge["stream_limit_target"] = 0.95
+    edge["variants"]["fp32"]["stream_limit_ratio"] = 0.97
+    edge["variants"]["int8"]["stream_limit_ratio"] = 0.93
+    (tmp_path / "edge_throughput.json").write_text(json.dumps(edge))
+    (tmp_path / "preview_viewer.json").write_text(json.dumps(
+        {"model": "m_int8.tflite", "fps_none": 80.0, "fps_viewer": 76.0, "ratio": 0.95, "target": 0.9,
+         "rounds": [{}, {}, {}], "machine": MACHINE}))
+    text = summary.section()
+    assert "it reaches fp32 0.97, int8 0.93 of it (target at least 0.95: not met everywhere)" in text
+    assert ("runs at 76.0 frames per second against 80.0 with none (0.95; target at least 0.90: met), "
+            "m_int8.tflite, medians of 3 paired rounds") in text
+
+
 def test_other_processes_load_is_busy_cpu_time_minus_the_benchmarks_own(monkeypatch):
     from benchmarks import machine
 
@@ -154,8 +186,8 @@ def test_other_processes_load_is_busy_cpu_time_minus_the_benchmarks_own(monkeypa
     assert machine.other_processes_cores(mark) is None
 
 
-@pytest.mark.parametrize("name", ["bench_convert", "edge_throughput", "input_pipeline", "real_data",
-                                  "run_all", "scaling", "summary"])
+@pytest.mark.parametrize("name", ["bench_convert", "edge_throughput", "input_pipeline", "preview_viewer",
+                                  "real_data", "run_all", "scaling", "summary"])
 def test_each_benchmark_explains_itself_and_changes_nothing_on_help(name, capsys):
     import importlib
 

@@ -189,7 +189,8 @@ def controlled_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("runs") / "controlled"
     write_run(run, controlled_model(SIZE), controlled_splits(SIZE, flips=2, clear=4),
               threshold=CONTROLLED_THRESHOLD)
-    code = convert(run, modes=("fp32", "fp16", "int8"), recover=False, max_drop=19.9, reference_images=4)
+    code = convert(run, modes=("fp32", "fp16", "int8"), recover=False, max_drop=19.9, reference_images=4,
+                   golden_count=2)
     return run, code, report_of(run)
 
 

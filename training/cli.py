@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import typer
 
-from edge.cli_main import run_app, version_callback
+from edge.cli_main import OneLineUsageErrors, run_app, version_callback
 from edge.errors import UserError
 
 app = typer.Typer(
+    cls=OneLineUsageErrors,
     help="Crack / no-crack classifier: make data, train ResNet50V2, predict, convert to TFLite.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
