@@ -18,7 +18,7 @@ import numpy as np
 from edge.contract import DEFAULT_THRESHOLD, LABELS, ModelCard, ModelContract
 from edge.errors import UserError
 from edge.interpreter import DEFAULT_KERNELS, InterpreterBackend, default_thread_count, find_interpreter
-from edge.model_metadata import file_sha256, read_model_card, sidecar_path  # noqa: F401 - re-exported
+from edge.model_metadata import read_model_card, sidecar_path
 
 SUPPORTED_INPUT_TYPES = (np.float32, np.uint8, np.int8)
 _warned_without_contract: set[Path] = set()

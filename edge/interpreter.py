@@ -13,7 +13,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 
-from edge.errors import UserError
+from edge.errors import UserError, first_line
 
 PACKAGES = ("ai_edge_litert", "tflite_runtime", "tensorflow")
 # package -> (module to import, attribute path of the Interpreter class in it). TensorFlow's
@@ -77,7 +77,7 @@ def find_interpreter(order: tuple[str, ...] | None = None) -> InterpreterBackend
             for name in attribute.split("."):
                 interpreter_class = getattr(interpreter_class, name)
         except Exception as exc:  # ImportError, or e.g. a numpy ABI error raised while importing
-            failures[package] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".strip()
+            failures[package] = first_line(exc)
             continue
         return InterpreterBackend(package, _version_of(package), interpreter_class, failures)
     tried = "; ".join(f"{k}: {v}" for k, v in failures.items())

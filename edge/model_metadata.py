@@ -113,10 +113,8 @@ def read_embedded_card_json(path: str | Path):
 # --- writing ----------------------------------------------------------------------------------------
 
 def _schema():
-    try:
-        from ai_edge_litert import schema_py_generated as schema
-    except ImportError:  # pragma: no cover - a TensorFlow build machine without LiteRT
-        from tensorflow.lite.python import schema_py_generated as schema
+    from ai_edge_litert import schema_py_generated as schema  # a base dependency: no TensorFlow
+
     return schema
 
 

@@ -101,11 +101,12 @@ class _Page:
     """Collects the parts of the page; thumbnails are made as they are added."""
 
     def __init__(self, options: ReportOptions, content: ResultsContent) -> None:
-        self.options, self.content = options, content
+        self.options = options
         self.threshold = content.identity.threshold
         self.base = Path(options.base) if options.base is not None else Path.cwd()
         self.summary = ReportSummary(Path(options.out))
         self.parts: list[str] = []
+        self._images: dict[str, str] = {}  # path -> base64 JPEG (a photo can be in two galleries)
 
     def add(self, text: str) -> None:
         self.parts.append(text)
@@ -116,24 +117,29 @@ class _Page:
                    f'<br><span class="path">{escape(shown_path(row))}</span>'
                    + (f"<br>{escape(row.capture_time)}" if row.capture_time else "")
                    + "</figcaption>")
-        file = Path(row.path)
-        if not file.is_absolute():
-            file = self.base / file
         try:
-            rgb = shrunk(load_image(file, self.options.max_pixels), self.options.thumbnail)
-            ok, jpeg = cv2.imencode(".jpg", annotate(rgb, row, self.threshold),
-                                    [cv2.IMWRITE_JPEG_QUALITY, THUMBNAIL_QUALITY])
-            if not ok:
-                raise ValueError("JPEG encoding failed")
+            data = self._images.get(row.path) or self._image(row)
         except Exception as exc:  # a missing or damaged photo: a placeholder, never a failed page
             self.summary.placeholders += 1
             reason = str(exc) if isinstance(exc, ValueError) else first_line(exc)
             return (f'<figure class="missing"><div class="placeholder">no image: {escape(reason)}'
                     f"</div>{caption}</figure>")
         self.summary.thumbnails += 1
-        data = base64.b64encode(jpeg.tobytes()).decode("ascii")
+        self._images[row.path] = data
         return (f'<figure><img class="photo" alt="{escape(shown_path(row))}" '
                 f'src="data:image/jpeg;base64,{data}">{caption}</figure>')
+
+    def _image(self, row: Row) -> str:
+        """The annotated thumbnail of the row's photo as base64 JPEG."""
+        file = Path(row.path)
+        if not file.is_absolute():
+            file = self.base / file
+        rgb = shrunk(load_image(file, self.options.max_pixels), self.options.thumbnail)
+        ok, jpeg = cv2.imencode(".jpg", annotate(rgb, row, self.threshold),
+                                [cv2.IMWRITE_JPEG_QUALITY, THUMBNAIL_QUALITY])
+        if not ok:
+            raise ValueError("JPEG encoding failed")
+        return base64.b64encode(jpeg.tobytes()).decode("ascii")
 
 
 def run_report(options: ReportOptions) -> ReportSummary:

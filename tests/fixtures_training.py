@@ -37,7 +37,8 @@ def copy_run(run: Path, destination: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
-    """runs/tiny of a finished `crack train` (runs/latest points at it); see the module docstring."""
+    """runs/tiny of a finished `crack train` (runs/latest points at it); see the module
+    docstring."""
     from training.demo_data import DemoOptions, generate_demo
 
     root = tmp_path_factory.mktemp("tiny-run")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from edge.exif import MAX_ENTRIES, ExifFields, read_exif
-from edge.preprocess import decode_image, load_for_model, load_image, resize_for_model
+from edge.preprocess import decode_image, load_for_model, load_image
 from photo_files import (ascii_entry, camera_exif, jpeg_with_exif, png_with_exif, rational_entry,
                          short_entry, tiff_block)
 
@@ -168,15 +168,17 @@ def test_every_orientation_decodes_upright_as_opencvs_own_exif_handling(containe
 
 
 def test_a_portrait_phone_photo_reaches_the_model_upright(tmp_path):
-    stored = np.full((48, 64, 3), 128, np.uint8)
-    stored[:, 60:] = 0  # a dark band on the right of the stored (landscape) pixels
+    """Large enough for a reduced-scale JPEG decode: the turn must happen exactly once on every
+    decoding path (OpenCV turns reduced decodes itself unless told not to)."""
+    stored = np.full((384, 512, 3), 128, np.uint8)
+    stored[:, 448:] = 0  # a dark band on the right of the stored (landscape) pixels
     path = tmp_path / "portrait.jpg"
     path.write_bytes(jpeg_with_exif(stored, camera_exif(orientation=6)))  # turn 90 clockwise
     upright = load_image(path)
-    assert upright.shape == (64, 48, 3)
-    assert upright[62:, :, 0].mean() < 40 and upright[:56, :, 0].mean() > 100  # band at the bottom
+    assert upright.shape == (512, 384, 3)
+    assert upright[456:, :, 0].mean() < 10 and upright[:440, :, 0].mean() > 120  # band at the bottom
     model_input = load_for_model(path, 32)
-    assert np.array_equal(model_input, resize_for_model(upright, 32))
+    assert model_input[29:, :, 0].mean() < 10 and model_input[:27, :, 0].mean() > 120
 
 
 def test_tiff_orientation_is_applied_once(tmp_path):

@@ -4,7 +4,6 @@ threshold and labels; an embedded card and a sidecar that disagree are refused."
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 import subprocess
@@ -78,8 +77,9 @@ def test_a_model_copied_alone_scores_with_its_own_threshold_and_labels(labelled_
                             text=True, timeout=180)
     assert result.returncode == 0, result.stderr
     assert "no contract" not in result.stderr
-    with out.open(newline="") as handle:
-        labels = {Path(row["path"]).name: row["label"] for row in csv.DictReader(handle)}
+    from edge.results_file import read_results
+
+    labels = {Path(row.path).name: row.label for row in read_results(out).rows}
     assert labels == {"grey_20.png": "cracked", f"grey_{BETWEEN_LEVEL}.png": "cracked", "grey_230.png": "intact"}
 
 

@@ -17,11 +17,10 @@ import numpy as np
 import pytest
 
 from conftest import PROJECT
-from edge.annotate import annotated_path
+from edge.annotate import AnnotatedPhotos, annotated_path
 from edge.errors import UserError
 from edge.report import ReportOptions, run_report
-from edge.results_file import RunIdentity, open_results
-from edge.results_file import Row
+from edge.results_file import Row, RunIdentity, open_results
 from outside_programs import WAIT, installed_program
 from photo_files import camera_exif, jpeg_with_exif, results_file
 
@@ -30,10 +29,19 @@ HOSTILE = "<img src=x onerror=alert(1)>.jpg"
 NOT_UTF8 = os.fsdecode(b"caf\xe9 \xff.jpg")
 
 
-def grey_photo(level: int = 150) -> np.ndarray:
-    image = np.full((96, 128, 3), level, np.uint8)
-    cv2.putText(image, "7", (50, 70), cv2.FONT_HERSHEY_SIMPLEX, 1.5, (40, 40, 40), 3)
-    return image
+def survey_photo(number: int, crack: bool) -> tuple[np.ndarray, tuple]:
+    """A 240x180 concrete-grey photo, with a dark jagged crack if ``crack``, and its 2x3 tiles:
+    the crack's probability on the tiles the crack crosses, 0.05 elsewhere."""
+    rng = np.random.default_rng(number)
+    image = rng.normal(150, 12, (180, 240, 3)).clip(0, 255).astype(np.uint8)
+    mask = np.zeros((180, 240), np.uint8)
+    if crack:
+        xs = np.cumsum(rng.integers(-9, 10, 10)) + 60 + 12 * number
+        points = np.stack([xs.clip(5, 235), np.linspace(0, 179, 10)], axis=1).astype(np.int32)
+        cv2.polylines(image, [points], False, (40, 40, 45), 3)
+        cv2.polylines(mask, [points], False, 255, 3)
+    return image, tuple((x, y, x + 80, y + 90, 0.9 if mask[y:y + 90, x:x + 80].any() else 0.05)
+                        for y in (0, 90) for x in (0, 80, 160))
 
 
 def survey(tmp_path: Path) -> Path:
@@ -44,15 +52,16 @@ def survey(tmp_path: Path) -> Path:
     for number, (name, probability) in enumerate(scores.items()):
         path = tmp_path / "survey" / name
         path.parent.mkdir(parents=True, exist_ok=True)
+        image, tiles = survey_photo(number, crack=probability >= 0.5)
         block = camera_exif(when=f"2024:05:0{number + 1} 10:20:30",
                             lat=("N", 51.5 + number * 0.001), lon=("W", 0.12 + number * 0.001))
-        path.write_bytes(jpeg_with_exif(grey_photo(), block))
+        path.write_bytes(jpeg_with_exif(image, block))
         label = "crack" if probability >= 0.5 else "no_crack"
         rows.append(Row(f"survey/{name}", probability, label, 1.0, "", f"2024-05-0{number + 1}T10:20:30",
-                        51.5 + number * 0.001, -0.12 - number * 0.001))
+                        51.5 + number * 0.001, -0.12 - number * 0.001, tiles=tiles))
     rows.append(Row("survey/north/gone.jpg", 0.7, "crack", 1.0))  # deleted since it was scored
     rows.append(Row("survey/south/bad.jpg", None, "", None, "damaged JPEG: <b>bad</b>"))
-    return results_file(tmp_path / "results.csv", rows)
+    return results_file(tmp_path / "results.csv", rows, tiles="2x3")
 
 
 def numbers(page: str) -> dict[str, int]:
@@ -124,6 +133,41 @@ def test_version_1_results_are_refused_by_resume_and_report_naming_the_version(t
     assert old.read_bytes() == before and not (tmp_path / "r.html").exists()
 
 
+def test_the_command_writes_the_page_and_refuses_bad_input_in_one_line(tmp_path):
+    results = results_file(tmp_path / "results.csv", [Row("gone.jpg", 0.9, "crack", 1.0),
+                                                      Row("bad.jpg", None, "", None, "empty file")])
+
+    def edge(*args):
+        return subprocess.run([sys.executable, "-m", "edge", "report", *map(str, args)],
+                              capture_output=True, text=True, timeout=WAIT, cwd=tmp_path)
+
+    done = edge(results, "--out", tmp_path / "r.html")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == (f"wrote {tmp_path / 'r.html'}: 2 photo(s), 1 crack(s), 1 error(s); "
+                                   "0 thumbnail(s) (1 photo(s) could not be read), 0 map point(s)")
+    page = (tmp_path / "r.html").read_text()
+    assert "No photo carries a GPS position." in page and "<li><span class=\"path\">bad.jpg" in page
+    for args, message in (((tmp_path / "none.csv", "--out", tmp_path / "x.html"), "cannot read"),
+                          ((results, "--out", tmp_path / "x.html", "--top", "-1"), "--top must be"),
+                          ((results, "--out", tmp_path), "is a folder")):
+        refused = edge(*args)
+        assert refused.returncode == 2 and message in refused.stderr, refused.stderr
+        assert refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr
+
+
+def test_a_photo_that_cannot_be_annotated_is_counted_and_the_others_are_saved(tmp_path):
+    photo = tmp_path / "crack.jpg"
+    photo.write_bytes(jpeg_with_exif(survey_photo(0, crack=True)[0], camera_exif()))
+    annotated = AnnotatedPhotos(tmp_path / "out", threshold=0.5)
+    annotated.add([Row(str(tmp_path / "gone.jpg"), 0.9, "crack", 1.0),
+                   Row(str(photo), 0.8, "crack", 1.0), Row(str(photo), 0.2, "no_crack", 1.0),
+                   Row(str(photo), None, "", None, "empty file")])
+    line = annotated.close()
+    assert line.startswith(f"saved 1 annotated crack photo(s) in {tmp_path / 'out'}; 1 could not be "
+                           f"saved (first: {tmp_path / 'gone.jpg'}: ")
+    assert cv2.imread(str(annotated_path(tmp_path / "out", str(photo)))).shape == (180, 240, 3)
+
+
 def test_annotated_copies_stay_inside_their_folder(tmp_path):
     assert annotated_path(tmp_path, "/data/survey/a.JPG") == tmp_path / "data/survey/a.JPG"
     assert annotated_path(tmp_path, "../../etc/x.png") == tmp_path / "etc/x.png.jpg"
@@ -167,7 +211,8 @@ def test_score_writes_exif_and_tiles_columns_and_annotated_crack_photos(tmp_path
     assert written == ["photos/plain.png.jpg", "photos/portrait.jpg"]  # crack photos only
     upright = cv2.imread(str(annotated / "photos/portrait.jpg"))
     assert upright.shape == (128, 96, 3)
-    assert upright[80:120, 60:90, 2].mean() > upright[80:120, 5:40, 2].mean() + 30  # heat, right
+    blue_right, blue_left = upright[80:120, 55:80, 0].mean(), upright[80:120, 5:40, 0].mean()
+    assert blue_right < blue_left - 30  # the heat (dark red at 0.99) tints the right-hand tiles
 
     page = tmp_path / "report.html"
     summary = run_report(ReportOptions(out, page, base=tmp_path))
@@ -198,7 +243,7 @@ def test_the_report_renders_its_images_and_map_in_chromium(tmp_path):
     assert "alert" not in dom.split('id="render-check"')[1]  # the hostile name ran nothing
 
     shot = tmp_path / "report.png"
-    headless_chromium(browser, tmp_path / "profile-b", "--window-size=1100,2200",
+    headless_chromium(browser, tmp_path / "profile-b", "--window-size=1100,2050",
                       "--virtual-time-budget=5000", f"--screenshot={shot}", page.as_uri())
     assert shot.stat().st_size > 20_000
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)

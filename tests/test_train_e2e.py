@@ -33,7 +33,7 @@ def test_a_tiny_run_writes_every_output(tiny_run):
         assert path.is_file() and path.stat().st_size > 0, name
     # weights only, not the optimizer state: 23.6M float32 parameters are 94 MB, Adam would add 188
     assert 90e6 < (tiny_run / "model.keras").stat().st_size < 110e6
-    assert (tiny_run / "tensorboard").is_dir() and any((tiny_run / "tensorboard").rglob("*tfevents*"))
+    assert any((tiny_run / "tensorboard").rglob("*tfevents*"))
     latest = tiny_run.parent / "latest"
     assert latest.is_symlink() and latest.resolve() == tiny_run.resolve()
     with (tiny_run / "history.csv").open() as handle:
@@ -222,4 +222,5 @@ def test_imagenet_weights_in_the_keras_cache_are_loaded_layer_for_layer(tmp_path
         assert len(layers) > 100
         for layer in layers:
             loaded = base.get_layer(layer.name).get_weights()
-            assert all(np.array_equal(a, b) for a, b in zip(loaded, layer.get_weights())), layer.name
+            expected = layer.get_weights()
+            assert all(np.array_equal(a, b) for a, b in zip(loaded, expected)), layer.name

@@ -1,7 +1,8 @@
 """`crack train`: fine-tune ResNet50V2 on a labelled image folder, the two-phase recipe of Keras'
 transfer-learning guide.
 
-    phase 1 "head"       the base frozen, only the Dense head learns (pretrained weights only)
+    phase 1 "head"       the base frozen, only the Dense head learns (by default with pretrained
+                         weights only: --head-epochs)
     phase 2 "fine_tune"  the base unfrozen from --fine-tune-at, at a lower learning rate
     then                 the best-on-validation weights -> model.keras, and training.evaluate
                          writes the threshold, metrics.json, test predictions and plots
