@@ -100,6 +100,7 @@ def stream_limits(bare_ms: float, decode_ms: float, prepare_ms: float, cores: in
 def convert_models(size: int, folder: Path, calibration: np.ndarray):
     """(keras model, {mode: .tflite path}) for a random-weight ResNet50V2 built as training does."""
     from convert.quantize import TFLiteConverterBackend, prepare_calibration
+    from edge.atomic_files import write_bytes_atomic
     from training.model import build_classifier
 
     model, _, _ = build_classifier(size, "none")
@@ -111,7 +112,7 @@ def convert_models(size: int, folder: Path, calibration: np.ndarray):
             content = backend.convert(mode, prepare_calibration(calibration, "crackforest photos")
                                       if mode == "int8" else None)
             paths[mode] = folder / f"resnet50v2_{size}_{mode}.tflite"
-            paths[mode].write_bytes(content)
+            write_bytes_atomic(paths[mode], content)  # a running reader keeps its mmap intact
     finally:
         backend.close()
     return model, paths
@@ -191,7 +192,7 @@ def main(argv: list[str] | None = None) -> dict:
     work = WORK_DIR / "edge_throughput"
     calibration = np.stack([load_for_model(p, args.size) for p in photos[:16]])
     model, paths = convert_models(args.size, work, calibration)
-    video = video_from(photos, work / "photos.avi", args.video_frames)
+    video = video_from(photos, work / f"video_{os.getpid()}.avi", args.video_frames)  # a run's own
     result: dict = {"machine": info, "size": args.size, "photos": len(photos),
                     "photo_source": str(photos[0].parent), "video_frames": args.video_frames,
                     "stream_limit": "bare invoke ms + (decode + prepare ms per frame) / cores",
@@ -199,12 +200,16 @@ def main(argv: list[str] | None = None) -> dict:
                     "score_settings": {"batch_size": ScoreOptions.batch_size,
                                        "decode_workers": ScoreOptions.decode_workers},
                     "variants": {}}
-    for mode, path in paths.items():
-        classifier = CrackClassifier(path, threads=info["threads"])
-        figures = paired_figures(classifier, path, photos, video, info["threads"], args.repeats, args.runs)
-        result["variants"][mode] = {**figures, "size_bytes": path.stat().st_size}
-        print(f"{mode}: bare {figures['bare_invoke_fps']:.1f} fps, score {figures['score_fps']:.1f}, "
-              f"stream {figures['stream_fps']:.1f}, stream limit {figures['stream_limit_fps']:.1f}", flush=True)
+    try:
+        for mode, path in paths.items():
+            classifier = CrackClassifier(path, threads=info["threads"])
+            figures = paired_figures(classifier, path, photos, video, info["threads"], args.repeats, args.runs)
+            result["variants"][mode] = {**figures, "size_bytes": path.stat().st_size}
+            print(f"{mode}: bare {figures['bare_invoke_fps']:.1f} fps, score {figures['score_fps']:.1f}, "
+                  f"stream {figures['stream_fps']:.1f}, stream limit {figures['stream_limit_fps']:.1f}",
+                  flush=True)
+    finally:
+        video.unlink(missing_ok=True)
     keras_fps = keras_one_at_a_time(model, photos[: args.keras_images], args.size, args.repeats)
     result["keras_one_at_a_time_fps"] = keras_fps
     int8 = result["variants"]["int8"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import socket
 import threading
 import time
@@ -149,21 +150,25 @@ def main(argv: list[str] | None = None) -> dict:
     photos = real_photos(args.frames)
     work = WORK_DIR / "preview_viewer"
     work.mkdir(parents=True, exist_ok=True)
-    video = video_from(photos, work / "video.avi", args.frames)
+    video = video_from(photos, work / f"video_{os.getpid()}.avi", args.frames)  # this run's own
     rounds = []
-    for index in range(args.repeats):
-        round_mark = cpu_mark()
-        runs = {}
-        for with_viewer in ((False, True) if index % 2 == 0 else (True, False)):
-            runs["viewer" if with_viewer else "none"] = stream_run(args.model, video, args.threads,
-                                                                   args.skip, with_viewer)
-        none, viewer = runs["none"], runs["viewer"]
-        rounds.append({"fps_none": none["fps"], "fps_viewer": viewer["fps"],
-                       "ratio": viewer["fps"] / none["fps"], "viewer_frames": viewer["viewer_frames"],
-                       "viewer_fps": viewer["viewer_fps"],
-                       "other_processes_cores": other_processes_cores(round_mark)})
-        print(f"round {index + 1}: {none['fps']:.1f} fps without a viewer, {viewer['fps']:.1f} with one "
-              f"(it received {viewer['viewer_frames']} frames); ratio {rounds[-1]['ratio']:.3f}", flush=True)
+    try:
+        for index in range(args.repeats):
+            round_mark = cpu_mark()
+            runs = {}
+            for with_viewer in ((False, True) if index % 2 == 0 else (True, False)):
+                runs["viewer" if with_viewer else "none"] = stream_run(args.model, video, args.threads,
+                                                                       args.skip, with_viewer)
+            none, viewer = runs["none"], runs["viewer"]
+            rounds.append({"fps_none": none["fps"], "fps_viewer": viewer["fps"],
+                           "ratio": viewer["fps"] / none["fps"], "viewer_frames": viewer["viewer_frames"],
+                           "viewer_fps": viewer["viewer_fps"],
+                           "other_processes_cores": other_processes_cores(round_mark)})
+            print(f"round {index + 1}: {none['fps']:.1f} fps without a viewer, {viewer['fps']:.1f} with one "
+                  f"(it received {viewer['viewer_frames']} frames); ratio {rounds[-1]['ratio']:.3f}",
+                  flush=True)
+    finally:
+        video.unlink(missing_ok=True)
     medians = {key: median_of([r[key] for r in rounds])
                for key in ("fps_none", "fps_viewer", "ratio", "viewer_fps")}
     result = {"model": args.model.name, "video_frames": args.frames, "skip": args.skip,

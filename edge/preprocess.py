@@ -11,7 +11,11 @@ training, conversion and the edge runner all call (see ``edge.contract`` for the
 What a file may hold, on purpose:
 - a JPEG is judged by libjpeg itself: any warning that the data is corrupt or ends early makes
   it an error (``damaged JPEG: ...``), never a score of a half-grey picture; bytes after the
-  end-of-image marker (padding, appended metadata, motion photos) are ignored, as libjpeg does;
+  end-of-image marker (padding, appended metadata, motion photos) are ignored, as libjpeg does.
+  The limit of that verdict, measured on 80 real photos (CrackForest, surface_crack) damaged at
+  3 places each: cut, deleted or repeated bytes 240 of 240 caught, 200 zeroed bytes 233 of 240,
+  200 random bytes 195 of 240, one changed byte 45 of 240. A change that leaves a valid Huffman
+  stream (most single-byte changes) is invisible to any JPEG decoder;
 - 16-bit images are scaled by the bit depth their data uses: the smallest of 8, 10, 12, 14 or 16
   bits that holds the brightest value (a 12-bit sensor's 0..4095 becomes 0..255, not near black);
 - float images must be finite (a NaN or infinite pixel is an error); values up to 1.0 are taken

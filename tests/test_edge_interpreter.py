@@ -7,7 +7,6 @@ packages that are not installed here (tflite_runtime) or that fail while importi
 
 from __future__ import annotations
 
-import csv
 import os
 import subprocess
 import sys
@@ -125,8 +124,9 @@ def test_explicit_order_argument(fakes):
 
 
 def read_probabilities(path: Path) -> dict[str, float]:
-    with path.open(newline="") as handle:
-        return {Path(r["path"]).name: float(r["probability"]) for r in csv.DictReader(handle)}
+    from edge.results_file import read_results
+
+    return {Path(row.path).name: row.probability for row in read_results(path).rows}
 
 
 def test_score_falls_back_to_tensorflow_lite_end_to_end(edge_models, tmp_path):

@@ -98,3 +98,29 @@ def test_duration_bounds_a_stream(tmp_path):
     summary = run_stream(StreamOptions(model=line_model_path(), source=str(video), duration=0.3,
                                        threads=1), on_frame=lambda index, probability: time.sleep(0.35))
     assert summary.stop_reason == "duration" and summary.frames == 1
+
+
+def test_window_starts_is_the_one_definition_for_tiles_and_patches():
+    from edge.tiling import window_starts
+
+    assert window_starts(288, 96, 48) == [0, 48, 96, 144, 192]
+    assert window_starts(320, 96, 48) == [0, 48, 96, 144, 192, 224]  # the last one flush
+    assert window_starts(96, 96, 48) == [0]
+    assert window_starts(95, 96, 48) == []  # too short: no window
+    assert TileGrid.parse(tile_size=224, stride=112).describe() == "tile 224 stride 112"
+    assert TileGrid.parse("2x3").describe() == "2x3" and TileGrid().describe() == "whole"
+
+
+def test_many_tiles_go_to_the_interpreter_a_batch_at_a_time():
+    from edge.tiling import TILE_BATCH
+
+    classifier = CrackClassifier(line_model_path(), threads=1)
+    sizes = []
+    predict = classifier.predict
+    classifier.predict = lambda batch: (sizes.append(len(batch)), predict(batch))[1]
+    frame = grey_frame(64, 64)
+    frame[40:, 40:] = crack_frame(24, 24)
+    score = score_frame(classifier, frame[:, :, ::-1].copy(), TileGrid.parse("6x6"))
+    assert sizes == [TILE_BATCH, TILE_BATCH, 36 - 2 * TILE_BATCH]
+    assert len(score.tiles) == 36 and score.probability == max(t.probability for t in score.tiles)
+    assert score.tiles[0].probability < 0.1 < 0.9 < score.probability  # the crack is bottom right

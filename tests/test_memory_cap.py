@@ -47,8 +47,12 @@ def big_inputs(tmp_path_factory) -> dict[str, Path]:
     second.parent.mkdir()
     second.write_bytes(photo.read_bytes())
     (folder / "pair" / "a.jpg").write_bytes(photo.read_bytes())
+    pngs = folder / "png_pair"
+    pngs.mkdir()
+    png_bomb(pngs / "a.png", 7000, 7000)  # 49 MP each: not serialised like JPEG decodes are
+    (pngs / "b.png").write_bytes((pngs / "a.png").read_bytes())
     return {"bomb": png_bomb(folder / "bomb.png", 20000, 20000), "photo": photo,
-            "pair": second.parent}
+            "pair": second.parent, "png pair": pngs}
 
 
 MEASURE = """
@@ -74,11 +78,13 @@ def run_measured(args: list[str]) -> tuple[int, float, str]:
 
 
 @pytest.mark.parametrize("case", ["png bomb 20000x20000", "48 MP JPEG", "48 MP JPEG as 4x4 tiles",
-                                  "two 48 MP JPEGs, 2 decode workers"])
+                                  "two 48 MP JPEGs, 2 decode workers",
+                                  "two 49 MP PNGs, 2 decode workers"])
 def test_peak_memory_of_score_stays_below_500_mb(edge_models, big_inputs, tmp_path, case):
     given = {"png bomb 20000x20000": big_inputs["bomb"], "48 MP JPEG": big_inputs["photo"],
              "48 MP JPEG as 4x4 tiles": big_inputs["photo"],
-             "two 48 MP JPEGs, 2 decode workers": big_inputs["pair"]}[case]
+             "two 48 MP JPEGs, 2 decode workers": big_inputs["pair"],
+             "two 49 MP PNGs, 2 decode workers": big_inputs["png pair"]}[case]
     out = tmp_path / "r.csv"
     args = ["score", "--model", str(edge_models["int8"]), str(given), "--out", str(out),
             "--no-progress"]
