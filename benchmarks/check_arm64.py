@@ -208,7 +208,7 @@ def check(options: CheckOptions) -> dict:
         run = make_run(options.work, options.data)
     models = find_models(run)
     photos = select_photos(options.data, options.surface_photos, options.crackforest_photos)
-    out_dir = options.work / "scores"
+    out_dir = options.work / "scores" / options.root.name  # one folder per userland (suite)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     here = EdgeRunner.here()
@@ -233,6 +233,7 @@ def check(options: CheckOptions) -> dict:
     }
     if result["verify_available"]:
         result["x86_64"]["verify"] = here.verify(models["int8"])
+    int8_by_cpu = {}
     for cpu in options.cpus:
         device = EdgeRunner.arm64(options.root, options.venv, cpu)
         print(f"arm64, emulated {cpu} ({DEVICE_CPUS.get(cpu, 'not a Pi')}): scoring "
@@ -252,6 +253,9 @@ def check(options: CheckOptions) -> dict:
             checks["int8"]["passed"] = checks["int8"]["passed"] and checks["int8"]["verify"]["passed"]
         checks["passed"] = not identity_differs and checks["fp32"]["passed"] and checks["int8"]["passed"]
         result["arm64"]["cpus"][cpu] = checks
+        int8_by_cpu[cpu] = tuple(row.probability for _, row in sorted(rows["int8"].items()))
+    # int8 kernels differ by CPU features (dot product on a Pi 5's A76, none on a Pi 4's A72)
+    result["arm64"]["int8_identical_across_cpus"] = len(set(int8_by_cpu.values())) == 1
     result["int8_x86_64"] = {relative(path, options.data): row.probability
                              for path, row in sorted(reference["int8"].items())}
     result["passed"] = all(checks["passed"] for checks in result["arm64"]["cpus"].values())
@@ -291,6 +295,13 @@ def markdown(result: dict) -> str:
                      f"| {len(int8['flipped'])} ({int8['flipped_beyond_margin']}) "
                      f"| {'not available' if verify is None else ('pass' if verify['passed'] else 'FAIL')} "
                      f"| {'yes' if checks['passed'] else 'NO'} |")
+    flips = [flip["x86_64_from_threshold"] for checks in result["arm64"]["cpus"].values()
+             for flip in checks["int8"]["flipped"]]
+    if flips:
+        lines += ["", f"Every int8 label that differs from x86_64 belongs to a photo whose x86_64 "
+                  f"probability lies within {max(flips):.4f} of the threshold."]
+    lines += ["", "The emulated CPUs gave " + ("identical" if result["arm64"]["int8_identical_across_cpus"]
+                                                else "different") + " int8 probabilities."]
     lines += ["", f"Rules: fp32 within {result['rules']['fp32_tolerance']:g} with the same labels; int8 "
               f"labels the same except within {result['rules']['int8_near_threshold_margin']} of the "
               "threshold; every photo scored on both sides.", "",

@@ -44,7 +44,7 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=version_ca
 # --- options shared by several commands: declared once -----------------------------------------
 
 ModelOption = Annotated[Path | None, typer.Option(
-    "--model", metavar="M.tflite", help="Converted model; its sidecar M.json (contract, sha256) is read if present.")]
+    "--model", metavar="M.tflite", help="Converted model. Its contract (threshold, labels, size) travels inside the .tflite; a sidecar M.json beside it must agree.")]
 ThresholdOption = Annotated[float | None, typer.Option(
     "--threshold", show_default="the model's", help="Probability at or above which an image (tile) is a crack.")]
 TilesOption = Annotated[str | None, typer.Option(
@@ -52,6 +52,9 @@ TilesOption = Annotated[str | None, typer.Option(
 TileSizeOption = Annotated[int | None, typer.Option("--tile-size", metavar="PX", help="Square tiles of this size...")]
 StrideOption = Annotated[int | None, typer.Option("--stride", metavar="PX", help="...every this many pixels.")]
 ThreadsOption = Annotated[int | None, typer.Option("--threads", show_default="all cores", help="Interpreter threads.")]
+RequireVerifiedOption = Annotated[bool, typer.Option(
+    "--require-verified", help="Refuse to start unless the model's golden inputs, run here at start-up, pass "
+                               "`crack-edge verify`'s rule (exit 1 when they fail, 2 when there is no usable golden file).")]
 ConfigOption = Annotated[Path | None, typer.Option(
     "--config", metavar="FILE.toml",
     help="Read options from this TOML file (keys: the option names with underscores, at the top level "
@@ -135,6 +138,7 @@ def score_command(
     save_annotated: Annotated[Path | None, typer.Option(
         "--save-annotated", metavar="DIR", help="Write each crack photo with its label, probability and tile heat "
                                                 "map below this folder (JPEG).")] = None,
+    require_verified: RequireVerifiedOption = False,
     config: ConfigOption = None,
 ) -> None:
     """Score image files and folders; one row per file, flushed as it goes (safe to --resume)."""
@@ -147,7 +151,7 @@ def score_command(
                            threshold=v["threshold"], tiles=v["tiles"], tile_size=v["tile_size"],
                            stride=v["stride"], batch_size=v["batch_size"], decode_workers=v["decode_workers"],
                            max_pixels=v["max_pixels"], show_progress=v["progress"],
-                           save_annotated=v["save_annotated"])
+                           save_annotated=v["save_annotated"], require_verified=v["require_verified"])
     if v["verbose"]:
         from edge.interpreter import find_interpreter
 
@@ -269,6 +273,7 @@ def stream_command(
         "--serve-token", metavar="TOKEN", help="Require this token (?token= or Authorization: Bearer) "
                                                "for the preview page and its endpoints.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", help="Log every frame's probability.")] = False,
+    require_verified: RequireVerifiedOption = False,
     config: ConfigOption = None,
 ) -> None:
     """Watch a camera or stream: debounced crack events to JSONL, snapshots, reconnects.
@@ -320,14 +325,30 @@ def verify_command(
     kernels: Annotated[str, typer.Option("--kernels", help="Kernel set: xnnpack (what score and stream use), "
                                          "builtin or reference.")] = "xnnpack",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of the readable block.")] = False,
+    images: Annotated[list[str], typer.Option(
+        "--images", metavar="DIR", help="Also score your own photos below class folders (with "
+                                        "--labels-from-folders): reports accuracy, does not gate.")] = [],
+    labels_from_folders: Annotated[bool, typer.Option(
+        "--labels-from-folders", help="Take the ground truth of --images from class folder names, as score does.")] = False,
 ) -> None:
     """Run the model's golden inputs here; exit 0 when this device agrees with the build machine,
-    1 when it does not, 2 when the model or its golden inputs are unusable."""
+    1 when it does not, 2 when the model or its golden inputs are unusable. With --images: accuracy,
+    precision, recall and F1 on your labelled photos, and the golden check when it can run; exit 0."""
     import json
 
     from edge.errors import EXIT_RUNTIME
     from edge.verify import VerifyOptions, verify_model
 
+    if images or labels_from_folders:
+        from edge.verify_photos import PhotoCheckOptions, check_photos
+
+        if not (images and labels_from_folders):
+            raise UserError("--images and --labels-from-folders go together: the photos' class folders "
+                            "are their ground truth")
+        checked = check_photos(PhotoCheckOptions(model=model, images=tuple(images), threads=threads,
+                                                 kernels=kernels))
+        typer.echo(json.dumps(checked.to_dict(), indent=2) if as_json else checked.text())
+        return
     result = verify_model(VerifyOptions(model=model, threads=threads, kernels=kernels))
     typer.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.text())
     if not result.passed:

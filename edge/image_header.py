@@ -11,7 +11,8 @@ or more memory than ``memory_limit(max_pixels)``: the file's bytes, the decoded 
 working memory (a progressive JPEG keeps every DCT coefficient, about as much again as its
 pixels). So 16-bit, float and alpha images, progressive JPEGs and uncompressed files are held to
 their memory, not only their pixel count. It takes the reduction the decoder will use (1, 2, 4 or
-8 for a JPEG decoded at reduced scale), so the limit counts the pixels actually decoded.
+8 for a JPEG decoded at reduced scale, ``edge.preprocess.jpeg_reduction``), so the limit counts
+the pixels actually decoded: a 48 MP JPEG read at 1/8 is 0.75 MP, while a PNG bomb is refused.
 """
 
 from __future__ import annotations
@@ -69,14 +70,14 @@ def check_decode_size(header: ImageHeader, max_pixels: int, reduction: int = 1,
     """Raise ImageTooLarge if decoding at 1/``reduction`` scale would go over the limit."""
     pixels = header.decoded_pixels(reduction)
     size = f"{header.width}x{header.height}"
-    if reduction > 1:
-        size += f" decoded at 1/{reduction}"
     if pixels > max_pixels:
-        raise ImageTooLarge(f"image too large: {size} is {pixel_count(pixels)}, over the "
-                            f"--max-pixels limit of {pixel_count(max_pixels)}")
+        scaled = f" ({pixel_count(pixels)} decoded at 1/{reduction})" if reduction > 1 else ""
+        raise ImageTooLarge(f"image too large: {size} is {pixel_count(header.decoded_pixels())}"
+                            f"{scaled}, over the --max-pixels limit of {pixel_count(max_pixels)}")
     needed, allowed = header.decode_memory(file_bytes, reduction), memory_limit(max_pixels)
     if needed > allowed:
-        raise ImageTooLarge(f"image too large: decoding this {size} {header.format.upper()} "
+        scale = f" at 1/{reduction} scale" if reduction > 1 else ""
+        raise ImageTooLarge(f"image too large: decoding this {size} {header.format.upper()}{scale} "
                             f"({file_bytes / 1e6:.1f} MB file) needs {needed / 1e6:.0f} MB, over "
                             f"the {allowed / 1e6:.0f} MB that --max-pixels "
                             f"{pixel_count(max_pixels)} allows")

@@ -144,6 +144,20 @@ def threshold_for_recall(labels, scores, target_recall: float) -> float:
     return float(thresholds[reaching[0]])
 
 
+def choose_threshold(labels, probabilities, target_recall: float | None = None,
+                     on: str = "the validation split") -> tuple[float, str]:
+    """(threshold, how it was chosen): the best F1 on these labelled scores, or the highest
+    threshold reaching ``target_recall``; 0.5 when they hold one class only. ``on`` names the
+    data in the rule (training: the validation split; calibration: the site photos)."""
+    labels = np.asarray(labels).astype(np.int64)
+    if len(labels) == 0 or labels.min() == labels.max():
+        return 0.5, f"0.5 ({on} has one class, so no threshold could be chosen)"
+    if target_recall is not None:
+        return (threshold_for_recall(labels, probabilities, target_recall),
+                f"highest threshold with recall >= {target_recall} on {on}")
+    return best_f1_threshold(labels, probabilities), f"best F1 on {on}"
+
+
 def _cumulative_counts(labels: np.ndarray, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Distinct thresholds (descending) with the true/false positive counts at ``>= threshold``."""
     scores = np.asarray(scores, dtype=np.float64)

@@ -3,8 +3,8 @@ training, conversion and the edge runner all call (see ``edge.contract`` for the
 
 - ``ImageFile``: an image file opened for decoding; its header is read and checked against the
   pixel limit (``edge.image_header``) before a single pixel is decoded.
-- ``decode_image`` / ``load_image``: bytes or a file -> 8-bit RGB.
-- ``load_for_model``: a file -> the model's input.
+- ``decode_image`` / ``load_image``: bytes or a file -> 8-bit RGB, at full resolution.
+- ``load_for_model``: a file -> the model's input (a large JPEG decoded at reduced scale).
 - ``frame_to_rgb``: an OpenCV BGR camera/video frame -> RGB.
 - ``resize_for_model``: RGB of any size -> ``size`` x ``size`` x 3 uint8, raw 0..255 pixels.
 
@@ -22,6 +22,15 @@ What a file may hold, on purpose:
   as 0..1, larger ones as 0..255, and anything outside is clipped;
 - grey, grey+alpha, RGBA and palette images become RGB (alpha is dropped);
 - the EXIF orientation is applied: pixels come out upright, as the photo was taken (edge/exif.py).
+
+Large JPEGs are decoded at reduced scale when only a smaller image is wanted: libjpeg decodes at
+1/2, 1/4 or 1/8 scale during decompression (its scaled inverse DCT), several times faster than a
+full decode and with a fraction of the memory. ``jpeg_reduction`` picks the largest reduction that
+still leaves the pixels the model needs: the model input on the image's shorter side
+(``load_for_model``, so training, `crack predict`, conversion and `score` see the same pixels), or
+on the smallest tile's shorter side with ``--tiles`` (``edge.score``). The pixel limit counts the
+pixels actually decoded, so a 48 MP JPEG decoded at 1/8 fits a small ``--max-pixels``.
+A 480x320 photo at 224 px is never reduced (320 < 2 x 224); a 4032x3024 one is read at 1/8.
 """
 
 from __future__ import annotations
@@ -38,7 +47,7 @@ import numpy as np
 from edge.errors import ImageDecodeError
 from edge.exif import ORIENTED_BY_US, read_exif, turns_sideways, upright
 from edge.image_header import DEFAULT_MAX_PIXELS, ImageHeader, check_decode_size, read_header
-from edge.stderr_capture import call_capturing_stderr, pass_on
+from edge.stderr_capture import call_capturing_stderr, call_watching_stderr, pass_on
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 _JPEG_END = b"\xff\xd9"
@@ -48,6 +57,26 @@ _JPEG_DAMAGE = ("Corrupt JPEG data", "Premature end of JPEG file", "Invalid SOS 
                 "Inconsistent progression sequence")
 _JPEG_HARMLESS = ("Corrupt JPEG data: bad ICC marker",)
 _BIT_DEPTHS = (8, 10, 12, 14, 16)
+JPEG_REDUCTIONS = (8, 4, 2)  # the scales libjpeg decodes at, largest reduction first
+# OpenCV flags for a reduced decode. IMREAD_IGNORE_ORIENTATION: OpenCV would turn the pixels by the
+# EXIF orientation itself, and ``upright`` turns them (once) on every path.
+_REDUCED_COLOUR = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+                   8: cv2.IMREAD_REDUCED_COLOR_8}
+_REDUCED_GREY = {2: cv2.IMREAD_REDUCED_GRAYSCALE_2, 4: cv2.IMREAD_REDUCED_GRAYSCALE_4,
+                 8: cv2.IMREAD_REDUCED_GRAYSCALE_8}
+
+
+def jpeg_reduction(header: ImageHeader, side: int, needed: int) -> int:
+    """The largest reduction (8, 4 or 2; else 1, a full decode) at which ``side`` pixels of this
+    image (its shorter side, or the shorter side of its smallest tile) still decode to at least
+    ``needed`` pixels (the model's input size). Only 8-bit JPEGs decode at reduced scale."""
+    if not _reducible(header):
+        return 1
+    return next((reduction for reduction in JPEG_REDUCTIONS if side >= reduction * needed), 1)
+
+
+def _reducible(header: ImageHeader) -> bool:
+    return header.format == "jpeg" and header.bytes_per_sample == 1
 
 
 def is_image_path(path: str | Path) -> bool:
@@ -73,13 +102,14 @@ class ImageFile:
     """An image file open for decoding, its header read and checked; nothing decoded yet.
 
         with ImageFile(path, max_pixels) as image:   # ImageDecodeError: unreadable, too large
-            rgb = image.decode()
+            rgb = image.decode()                    # or image.decode(reduction), ImageTooLarge
 
-    ``cost`` is the most memory the decode will hold at once (``ImageHeader.decode_memory`` and
-    an 8-bit copy), for a shared budget."""
+    Opening refuses what no decode could fit (an 8-bit JPEG at 1/8 scale, anything else whole);
+    each decode checks the limit at its own scale. ``cost(reduction)`` is the most memory a decode
+    will hold at once (``ImageHeader.decode_memory`` and an 8-bit copy), for a shared budget."""
 
     def __init__(self, path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
-        self.path = path
+        self.path, self.max_pixels = path, max_pixels
         try:  # non-blocking: opening a FIFO must not wait for a writer
             fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as exc:
@@ -91,7 +121,7 @@ class ImageFile:
                 raise ImageDecodeError(f"not a regular file ({_file_kind(info.st_mode)})")
             self.size = info.st_size
             self.header = read_header(self._file)
-            check_decode_size(self.header, max_pixels, file_bytes=self.size)
+            self.check(JPEG_REDUCTIONS[0] if _reducible(self.header) else 1)
             self.exif = read_exif(self._file)  # capture time, GPS, orientation; never raises
         except OSError as exc:
             self.close()
@@ -101,13 +131,29 @@ class ImageFile:
             raise
 
     @property
-    def cost(self) -> int:
+    def upright_size(self) -> tuple[int, int]:
+        """(height, width) of the decoded image, turned upright, at full resolution."""
         header = self.header
+        if turns_sideways(self.exif.orientation):
+            return header.width, header.height
+        return header.height, header.width
+
+    def reduction_for(self, side: int, needed: int) -> int:
+        """``jpeg_reduction`` of this image: ``side`` is a length in its full-resolution pixels."""
+        return jpeg_reduction(self.header, side, needed)
+
+    def check(self, reduction: int = 1) -> None:
+        """Raise ImageTooLarge if decoding at 1/``reduction`` scale would go over the limit."""
+        check_decode_size(self.header, self.max_pixels, reduction, self.size)
+
+    def cost(self, reduction: int = 1) -> int:
+        header = self.header
+        pixels = header.decoded_pixels(reduction)
         copy = 0 if header.bytes_per_sample == 1 and header.channels == 3 else \
-            header.decoded_pixels() * 3  # the 8-bit RGB version
-        turn = header.decoded_pixels() * header.channels * header.bytes_per_sample \
+            pixels * 3  # the 8-bit RGB version
+        turn = pixels * header.channels * header.bytes_per_sample \
             if header.format in ORIENTED_BY_US and turns_sideways(self.exif.orientation) else 0
-        return header.decode_memory(self.size) + copy + turn
+        return header.decode_memory(self.size, reduction) + copy + turn
 
     def read(self) -> bytes:
         try:
@@ -119,20 +165,25 @@ class ImageFile:
             raise ImageDecodeError("empty file")
         return data
 
-    def decode_stored(self) -> np.ndarray:
-        """The image as OpenCV decodes it, turned upright: BGR, BGRA or grey; 8 or 16 bits or float."""
-        return _decode_stored(self.read(), self.header, self.exif.orientation)
+    def decode_stored(self, reduction: int = 1) -> np.ndarray:
+        """The image as OpenCV decodes it, turned upright: BGR, BGRA or grey; 8 or 16 bits or
+        float; at 1/``reduction`` scale (a JPEG only: see ``jpeg_reduction``)."""
+        if reduction != 1 and (reduction not in JPEG_REDUCTIONS or not _reducible(self.header)):
+            raise ValueError(f"a {self.header.format} image cannot be decoded at 1/{reduction}")
+        self.check(reduction)
+        return _decode_stored(self.read(), self.header, self.exif.orientation, reduction)
 
-    def decode(self) -> np.ndarray:
-        """8-bit RGB."""
-        return _to_rgb8(self.decode_stored(), owned=True)
+    def decode(self, reduction: int = 1) -> np.ndarray:
+        """8-bit RGB, at 1/``reduction`` scale."""
+        return _to_rgb8(self.decode_stored(reduction), owned=True)
 
     def decode_for_model(self, size: int) -> np.ndarray:
-        """The model's input: size x size x 3 uint8 RGB, raw 0..255. The same pixels as
-        ``resize_for_model(self.decode(), size)``; for 8-bit images (almost every photo) the
-        colour conversion runs after the resize, on far fewer pixels: both are per pixel or per
-        channel, so the order does not change the result."""
-        image = self.decode_stored()
+        """The model's input: size x size x 3 uint8 RGB, raw 0..255: the same pixels as
+        ``resize_for_model(self.decode(reduction), size)``, where ``reduction`` leaves at least
+        ``size`` pixels on the shorter side (1 for all but large JPEGs). For 8-bit images (almost
+        every photo) the colour conversion runs after the resize, on far fewer pixels: both are
+        per pixel or per channel, so the order does not change the result."""
+        image = self.decode_stored(self.reduction_for(min(self.upright_size), size))
         if image.dtype != np.uint8:
             return resize_for_model(_to_rgb8(image, owned=True), size)
         return _to_rgb8(resize_for_model(image, size), owned=True)
@@ -179,15 +230,29 @@ def load_for_model(path: str | Path, size: int, max_pixels: int = DEFAULT_MAX_PI
         return image.decode_for_model(size)
 
 
-def _decode_stored(data: bytes, header: ImageHeader, orientation: int | None) -> np.ndarray:
+def _decode_stored(data: bytes, header: ImageHeader, orientation: int | None,
+                   reduction: int = 1) -> np.ndarray:
     buffer = np.frombuffer(data, dtype=np.uint8)
+    flags = cv2.IMREAD_UNCHANGED
+    if reduction > 1:
+        flags = (_REDUCED_GREY if header.channels == 1 else _REDUCED_COLOUR)[reduction] \
+            | cv2.IMREAD_IGNORE_ORIENTATION
+
+    def decode() -> np.ndarray | None:
+        return cv2.imdecode(buffer, flags)
+
     try:
         if header.format == "jpeg":
-            image, messages = call_capturing_stderr(
-                lambda: cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED))
-            _judge_jpeg(image, messages, data, header)
+            # decodes run side by side, each watching stderr; a damage warning in a decode's
+            # window may be another's, so that photo is decoded again, alone, for its own verdict
+            image, window = call_watching_stderr(decode, hold_back=_is_damage)
+            if any(_is_damage(line) for line in window.splitlines()):
+                image, messages = call_capturing_stderr(decode)
+                _judge_jpeg(image, messages, data, header)
+            else:
+                _judge_jpeg(image, "", data, header)
         else:
-            image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
+            image = decode()
     except cv2.error as exc:
         lines = str(exc).strip().splitlines()
         raise ImageDecodeError(f"cannot decode: {lines[-1] if lines else 'OpenCV error'}") from None
@@ -201,11 +266,10 @@ def _judge_jpeg(image: np.ndarray | None, messages: str, data: bytes, header: Im
     """Raise for a JPEG that libjpeg says is damaged or that it could not decode."""
     damage, other = [], []
     for line in messages.splitlines(keepends=True):
-        text = line.strip()
-        if text.startswith(_JPEG_DAMAGE) and not text.startswith(_JPEG_HARMLESS):
-            damage.append(text)
+        if _is_damage(line):
+            damage.append(line.strip())
         else:
-            other.append(line)
+            other.append(line)  # a harmless libjpeg warning, or another thread's output
     pass_on("".join(other))
     ended = data.find(_JPEG_END, header.scan_offset or 2) >= 0
     if any(text.startswith("Premature end of JPEG file") for text in damage) or (
@@ -215,6 +279,12 @@ def _judge_jpeg(image: np.ndarray | None, messages: str, data: bytes, header: Im
         raise ImageDecodeError(f"damaged JPEG: {damage[0]}")
     if image is None:
         raise ImageDecodeError("damaged JPEG: the decoder could not read it")
+
+
+def _is_damage(line: str) -> bool:
+    """A libjpeg warning that the pixels are not what the camera recorded."""
+    text = line.strip()
+    return text.startswith(_JPEG_DAMAGE) and not text.startswith(_JPEG_HARMLESS)
 
 
 def frame_to_rgb(frame_bgr: np.ndarray) -> np.ndarray:

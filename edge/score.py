@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -41,7 +42,8 @@ from edge.output_paths import check_output_path
 from edge.preprocess import ImageFile
 from edge.progress import progress_bar
 from edge.results_file import FORMATS, Row, RunIdentity, open_results
-from edge.tiling import TileGrid, TooManyTiles, score_frame
+from edge.tiling import TileGrid, TooManyTiles, frame_boxes, score_frame
+from edge.verify import startup_check
 
 MAX_BATCH_SIZE = 256
 MAX_DECODE_WORKERS = 32
@@ -67,6 +69,7 @@ class ScoreOptions:
     max_pixels: int = DEFAULT_MAX_PIXELS
     show_progress: bool = True
     save_annotated: Path | None = None  # write each crack photo annotated below this folder
+    require_verified: bool = False  # refuse to start unless the golden check passes (edge/verify.py)
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -166,27 +169,45 @@ def decode_ahead(paths: Iterable[Path], decode: Callable[[Path], object], worker
         pool.shutdown(wait=False, cancel_futures=True)
 
 
-class _Decoder:
-    """Decodes one file under the shared memory budget. For the model, the budget is given back
-    as soon as the image is resized; for tiles, the whole image is kept and its budget is given
-    back by the consumer once the tiles are scored."""
+class _Decoded(NamedTuple):
+    pixels: np.ndarray  # the model's input, or for tiles the whole photo at 1/reduction scale
+    held: int  # memory budget the consumer gives back once the tiles are scored
+    exif: ExifFields
+    reduction: int = 1
+    full_size: tuple[int, int] | None = None  # (height, width) of a photo decoded reduced
 
-    def __init__(self, input_size: int, for_tiles: bool, max_pixels: int,
+
+class _Decoder:
+    """Decodes one file under the shared memory budget, a large JPEG at the largest reduction that
+    leaves the model its input size on the shorter side of the photo, or with tiles of the
+    smallest tile (``edge.preprocess.jpeg_reduction``). For the model, the budget is given back as
+    soon as the image is resized; for tiles, the whole image is kept and its budget is given back
+    by the consumer once the tiles are scored."""
+
+    def __init__(self, input_size: int, grid: TileGrid, max_pixels: int,
                  budget: MemoryBudget) -> None:
-        self.input_size, self.for_tiles = input_size, for_tiles
+        self.input_size, self.grid = input_size, grid
         self.max_pixels, self.budget = max_pixels, budget
 
-    def __call__(self, path: Path) -> tuple[np.ndarray, int, ExifFields]:
+    def __call__(self, path: Path) -> _Decoded:
         with ImageFile(path, self.max_pixels) as image:
-            held = self.budget.acquire(image.cost)
-            if self.for_tiles:
+            try:
+                boxes = frame_boxes(self.grid, *image.upright_size)
+            except TooManyTiles as exc:  # its error row, without decoding the photo
+                raise ImageDecodeError(str(exc)) from None
+            side = min(min(box.x1 - box.x0, box.y1 - box.y0) for box in boxes)
+            reduction = image.reduction_for(side, self.input_size)
+            image.check(reduction)
+            held = self.budget.acquire(image.cost(reduction))
+            if not self.grid.is_whole_frame:
                 try:
-                    return image.decode(), held, image.exif
+                    return _Decoded(image.decode(reduction), held, image.exif, reduction,
+                                    image.upright_size if reduction > 1 else None)
                 except BaseException:
                     self.budget.release(held)
                     raise
-            try:
-                return image.decode_for_model(self.input_size), 0, image.exif
+            try:  # the same reduction: load_for_model's, as in training
+                return _Decoded(image.decode_for_model(self.input_size), 0, image.exif)
             finally:
                 self.budget.release(held)
 
@@ -197,7 +218,7 @@ def scored_rows(classifier: CrackClassifier, paths: list[Path], grid: TileGrid,
     """Rows for ``paths``, a batch at a time (errors in their own list, as soon as they are seen)."""
     contract = classifier.contract
     budget = budget or MemoryBudget(memory_limit(max_pixels))
-    decode = _Decoder(contract.input_size, not grid.is_whole_frame, max_pixels, budget)
+    decode = _Decoder(contract.input_size, grid, max_pixels, budget)
     ahead = decode_ahead(paths, decode, workers, window=batch_size * 2 + workers)
     batch: list[tuple[Path, np.ndarray, ExifFields]] = []
 
@@ -221,22 +242,23 @@ def scored_rows(classifier: CrackClassifier, paths: list[Path], grid: TileGrid,
             if decoded is None:
                 yield [Row(str(path), None, "", None, error)]
                 continue
-            image, held, exif = decoded
+            exif = decoded.exif
             if not grid.is_whole_frame:
+                held = decoded.held
                 try:
                     started = time.perf_counter()
-                    frame = _score_tiles(classifier, image, grid)
+                    frame = _score_tiles(classifier, decoded, grid)
                     latency = (time.perf_counter() - started) * 1000.0
                 except TooManyTiles as exc:
                     yield [Row(str(path), None, "", None, str(exc))]
                     continue
                 finally:
-                    del image
+                    del decoded
                     budget.release(held)
                 tiles = tuple((*t.box.as_list(), t.probability) for t in frame.tiles)
                 yield [row(path, frame.probability, latency, exif, tiles)]
                 continue
-            batch.append((path, image, exif))
+            batch.append((path, decoded.pixels, exif))
             if len(batch) >= batch_size:
                 yield run_batch()
         if batch:
@@ -254,9 +276,9 @@ def _predict(classifier: CrackClassifier, images: np.ndarray) -> np.ndarray:
                              f"{first_line(exc)}") from None
 
 
-def _score_tiles(classifier: CrackClassifier, image: np.ndarray, grid: TileGrid):
+def _score_tiles(classifier: CrackClassifier, decoded: _Decoded, grid: TileGrid):
     try:
-        return score_frame(classifier, image, grid)
+        return score_frame(classifier, decoded.pixels, grid, decoded.reduction, decoded.full_size)
     except TooManyTiles:
         raise
     except (RuntimeError, ValueError) as exc:
@@ -295,6 +317,7 @@ def run_score(options: ScoreOptions, say: Callable[[str], None] = print) -> Scor
     if not found.files:
         raise UserError("no image files found in the given paths"
                         + "".join(f"; {line}" for line in found.skipped.lines()))
+    say(startup_check(classifier, options.require_verified).line)  # before the results file is opened
     if options.threshold is not None:
         classifier.contract = classifier.contract.with_threshold(options.threshold)
     contract = classifier.contract

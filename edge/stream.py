@@ -84,6 +84,7 @@ class StreamOptions:
     serve: str | None = None  # the live preview page HOST:PORT: edge/preview_server.py
     serve_token: str | None = None
     verbose: bool = False
+    require_verified: bool = False  # refuse to start unless the golden check passes (edge/verify.py)
 
     def sink_options(self):
         from edge.event_sinks import SinkOptions
@@ -283,6 +284,7 @@ class _StreamRun:
         from edge.sources import Backoff, check_source, frame_transform, parse_source, with_resolution
         from edge.systemd_notify import SystemdNotifier
         from edge.tiling import TileGrid
+        from edge.verify import startup_check
 
         self.options = options
         self.on_frame = on_frame
@@ -292,6 +294,8 @@ class _StreamRun:
         backoff = Backoff(options.reconnect_initial, options.reconnect_max)
         self.budget = DiskBudget.from_options(options.max_disk_mb, options.keep_days)
         self.classifier = CrackClassifier(options.model, threads=options.threads or default_threads())
+        self.verify = startup_check(self.classifier, options.require_verified)  # before any output
+        (log.info if self.verify.passed else log.warning)("%s", self.verify.line)
         contract = self.classifier.contract
         if options.threshold is not None:
             contract = contract.with_threshold(options.threshold)
@@ -390,7 +394,8 @@ class _StreamRun:
             from edge.preview_server import PreviewServer
 
             self.preview = PreviewServer(options.preview_options(), options.snapshots, {
-                "model": options.model.name, "source": self.spec.describe(), "threshold": round(self.threshold, 4)})
+                "model": options.model.name, "source": self.spec.describe(), "threshold": round(self.threshold, 4),
+                "verify": self.verify.status})
         if options.sink_options().enabled:
             from edge.event_sinks import EventSinks
 
@@ -540,7 +545,8 @@ class _StreamRun:
         return (f"status: {self.summary.frames} frames, {fps or 0.0:.1f} FPS, last p="
                 f"{self.last.probability if self.last else 0.0:.3f}, {self.summary.events} event(s), "
                 f"{self.capture.dropped} dropped, {self.capture.reconnects} reconnect(s), "
-                f"{failures[0]} failed write(s); {read_health().line()}; {self.cpu.line()}")
+                f"{failures[0]} failed write(s), verify {self.verify.state}; {read_health().line()}; "
+                f"{self.cpu.line()}")
 
     def _write_counts(self) -> tuple[int, int]:
         failures = lost = 0

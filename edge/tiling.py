@@ -39,6 +39,13 @@ class Box:
     def as_list(self) -> list[int]:
         return [self.x0, self.y0, self.x1, self.y1]
 
+    def reduced(self, reduction: int) -> "Box":
+        """This box in the image decoded at 1/``reduction`` scale (every pixel it touches)."""
+        if reduction == 1:
+            return self
+        return Box(self.x0 // reduction, self.y0 // reduction,
+                   -(-self.x1 // reduction), -(-self.y1 // reduction))
+
 
 @dataclass(frozen=True)
 class TileGrid:
@@ -137,10 +144,14 @@ def _tile_batches(rgb: np.ndarray, boxes: list[Box], size: int) -> Iterator[np.n
                         for b in boxes[first:first + TILE_BATCH]])
 
 
-def score_frame(classifier: CrackClassifier, rgb: np.ndarray, grid: TileGrid) -> FrameScore:
-    """Score an RGB frame: every tile resized for the model, TILE_BATCH tiles per invoke."""
-    boxes = frame_boxes(grid, *rgb.shape[:2])
-    return score_batches(classifier, boxes, _tile_batches(rgb, boxes, classifier.input_size))
+def score_frame(classifier: CrackClassifier, rgb: np.ndarray, grid: TileGrid, reduction: int = 1,
+                full_size: tuple[int, int] | None = None) -> FrameScore:
+    """Score an RGB frame: every tile resized for the model, TILE_BATCH tiles per invoke. A photo
+    decoded at 1/``reduction`` scale (edge.preprocess) is scored in the boxes of its full
+    ``full_size`` (height, width), which the result reports, each cut from ``rgb`` at that scale."""
+    boxes = frame_boxes(grid, *(full_size or rgb.shape[:2]))
+    cuts = [box.reduced(reduction) for box in boxes]
+    return score_batches(classifier, boxes, _tile_batches(rgb, cuts, classifier.input_size))
 
 
 def score_batches(classifier: CrackClassifier, boxes: list[Box], batches: Iterable[np.ndarray]) -> FrameScore:

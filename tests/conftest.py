@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures_training import run_crack, tiny_run  # noqa: F401  (session fixture for every module)
 
 PROJECT = Path(__file__).resolve().parents[1]
 SHARED_DATA = PROJECT.parent / "shared" / "data"
@@ -28,16 +29,6 @@ def shared_data_dir() -> Path:
 @pytest.fixture
 def shared_data() -> Path:
     return shared_data_dir()
-
-
-def run_crack(*args: str):
-    """`crack ARGS` in this process (typer's CliRunner): exit_code, output. For checks of what a
-    user sees on the terminal, and of tracebacks, run the installed command as a subprocess."""
-    from typer.testing import CliRunner
-
-    from convert.crack_cli import app
-
-    return CliRunner().invoke(app, list(args), catch_exceptions=False)
 
 
 def darkness_model(size: int = EDGE_SIZE):

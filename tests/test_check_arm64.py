@@ -90,15 +90,18 @@ def test_photos_are_taken_half_from_each_class_then_from_crackforest(tmp_path):
 def test_markdown_names_each_cpu_and_the_verdict():
     check = {"device": "Raspberry Pi 4", "passed": False,
              "fp32": {"max_abs_diff": 0.0},
-             "int8": {"max_abs_diff": 0.2, "mean_abs_diff": 0.01, "identical": 1, "flipped": [{}],
+             "int8": {"max_abs_diff": 0.2, "mean_abs_diff": 0.01, "identical": 1,
+                      "flipped": [{"x86_64_from_threshold": 0.25}],
                       "flipped_beyond_margin": 1}}
     result = {"model": {"run": "demo", "threshold": {"int8": 0.4}},
               "photos": {"surface_crack/test": 1, "crackforest/image": 1},
-              "arm64": {"userland": "Debian 12.0 arm64", "emulator": "qemu", "cpus": {"cortex-a72": check}},
+              "arm64": {"userland": "Debian 12.0 arm64", "emulator": "qemu", "cpus": {"cortex-a72": check},
+                        "int8_identical_across_cpus": True},
               "x86_64": {"machine": "x86_64", "python": "3.11",
                          "interpreter": {"package": "ai_edge_litert", "version": "2"}},
               "rules": {"fp32_tolerance": 1e-5, "int8_near_threshold_margin": 0.1},
               "int8_x86_64": {"a.jpg": 0.1, "b.jpg": 0.2}, "passed": False}
     text = markdown(result)
     assert "| cortex-a72 (Raspberry Pi 4) | 0 | 0.2000 | 0.0100 | 1 of 2 | 1 (1) | not available | NO |" in text
+    assert "within 0.2500 of the threshold" in text
     assert "Overall: FAILED." in text

@@ -170,7 +170,7 @@ FILE_CASES = {
     "jpeg declaring 65500x65500": (".jpg", lambda: jpeg_with_size(65500, 65500), "image too large: 65500x65500"),
     "jpeg declaring a height of 0": (".jpg", lambda: jpeg_with_size(100, 0), "damaged JPEG header (size 100x0)"),
     "baseline jpeg declaring 7000x7000 (49 MP, fits)": (".jpg", lambda: jpeg_with_size(7000, 7000), "damaged JPEG: the decoder could not read it"),
-    "progressive jpeg declaring 7000x7000 (its coefficients do not fit)": (".jpg", lambda: jpeg_with_size(7000, 7000, 0xC2), "image too large: decoding this 7000x7000 JPEG"),
+    "progressive jpeg declaring 12000x12000 (its coefficients do not fit, even at 1/8 scale)": (".jpg", lambda: jpeg_with_size(12000, 12000, 0xC2), "image too large: decoding this 12000x12000 JPEG at 1/8 scale"),
     "grey jpeg": (".jpg", lambda: jpeg_bytes(texture()[:, :, 0]), SCORE),
     "CMYK jpeg": (".jpg", lambda: pil_bytes("CMYK", "JPEG"), SCORE),
     # PNG and 16-bit data

@@ -98,9 +98,14 @@ def train_command(
     resume: str | None = typer.Option(None, "--resume", metavar="RUN",
                                       help="Continue an interrupted run (runs/NAME) with its own "
                                            "options; other options are ignored."),
+    init: str | None = typer.Option(None, "--init", metavar="RUN",
+                                    help="Start from this trained run's model (runs/NAME) instead of ImageNet "
+                                         "or random weights: adapt it to a new surface with a few labelled "
+                                         "photos (head first, then conv5 on at learning rate / 10)."),
     name: str | None = typer.Option(None, "--name", help="Run name (default: time and data folder)."),
     runs_dir: str = typer.Option("runs", "--runs-dir", metavar="DIR", help="Where runs are kept."),
-    img_size: int = typer.Option(224, "--img-size", help="Model input side in pixels (>= 32)."),
+    img_size: int | None = typer.Option(None, "--img-size", show_default="224, or the --init run's",
+                                        help="Model input side in pixels (>= 32)."),
     epochs: int = typer.Option(10, "--epochs", help="Fine-tuning epochs (phase 2; early stopping may end sooner)."),
     head_epochs: int | None = typer.Option(None, "--head-epochs", show_default="3 pretrained, 0 from scratch",
                                            help="Phase 1 epochs: the head alone, base frozen."),
@@ -147,13 +152,18 @@ def train_command(
     if resume is None and data is None:
         raise UserError("give --data DIR (a folder of class folders) or --resume runs/NAME")
     options = TrainOptions(
-        data=Path(data) if data else None, runs_dir=Path(runs_dir), name=name, img_size=img_size,
+        data=Path(data) if data else None, runs_dir=Path(runs_dir), name=name,
+        img_size=TrainOptions.img_size if img_size is None else img_size,
         epochs=epochs, head_epochs=head_epochs, batch_size=batch_size, learning_rate=learning_rate,
         fine_tune_learning_rate=fine_tune_learning_rate, fine_tune_at=fine_tune_at,
         patience=patience, seed=seed, weights=weights, positive=positive,
         val_fraction=val_fraction, test_fraction=test_fraction, val_split=val_split,
         test_split=test_split, group_by_source=group_by_source, target_recall=target_recall,
-        augment=augment, strategy=strategy)
+        augment=augment, strategy=strategy, init=Path(init) if init else None)
+    if init is not None and resume is None:
+        from training.adapt import options_from_parent
+
+        options = options_from_parent(options, img_size)
     try:
         result = train(options, resume=Path(resume) if resume else None)
     except TrainingInterrupted as stopped:

@@ -16,7 +16,8 @@ import numpy as np
 
 from edge.contract import ModelContract
 from edge.atomic_files import write_bytes_atomic, write_json_atomic
-from edge.metrics import best_f1_threshold, binary_report, threshold_for_recall
+from edge.metrics import binary_report, choose_threshold
+from training.adapt import parent_record
 from training.keras_inference import BATCH_SIZE, keras_probabilities
 from training.run_layout import RunLayout
 from training.run_log import say
@@ -32,16 +33,6 @@ def split_probabilities(model, items: list[tuple[str, int]], img_size: int) -> n
     return keras_probabilities(model, dataset)
 
 
-def choose_threshold(labels: np.ndarray, probabilities: np.ndarray,
-                     target_recall: float | None) -> tuple[float, str]:
-    if labels.min() == labels.max():
-        return 0.5, "0.5 (the validation split has one class, so no threshold could be chosen)"
-    if target_recall is not None:
-        return threshold_for_recall(labels, probabilities, target_recall), \
-            f"highest threshold with validation recall >= {target_recall}"
-    return best_f1_threshold(labels, probabilities), "best F1 on the validation split"
-
-
 def evaluate_run(layout: RunLayout, model, options, splits, weights) -> dict:
     """Writes contract.json, metrics.json, test_predictions.csv and plots/; returns the metrics."""
     from training.plots import write_plots
@@ -54,8 +45,10 @@ def evaluate_run(layout: RunLayout, model, options, splits, weights) -> dict:
     test_probabilities = split_probabilities(model, splits["test"], size)
 
     threshold, how = choose_threshold(val_labels, val_probabilities, options.target_recall)
+    parent = parent_record(options)  # the --init run this one started from
     ModelContract(input_size=size, threshold=threshold,
-                  extra={"run": layout.name, "threshold_rule": how}).save(layout.contract)
+                  extra={"run": layout.name, "threshold_rule": how,
+                         **({"parent_run": parent} if parent else {})}).save(layout.contract)
     at_threshold = binary_report(test_labels, test_probabilities, threshold)
     at_half = binary_report(test_labels, test_probabilities, 0.5)
     counts = {split: {"total": len(items), "crack": sum(l for _, l in items),
@@ -73,6 +66,7 @@ def evaluate_run(layout: RunLayout, model, options, splits, weights) -> dict:
         "majority_baseline_accuracy": majority,
         "weights": weights.used,
         "weights_requested": weights.requested,
+        "parent_run": parent,
         "warnings": warnings,
         "img_size": size,
         "split_sizes": {split: c["total"] for split, c in counts.items()},

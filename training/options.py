@@ -37,6 +37,8 @@ class TrainOptions:
     target_recall: float | None = None     # threshold choice; None: best F1 on validation
     augment: bool = True
     strategy: str = "default"
+    init: Path | None = None               # start from this run's model (training.adapt)
+    init_model_sha256: str | None = None   # ... whose model.keras had this sha256
 
     def __post_init__(self) -> None:
         for name in ("img_size", "batch_size"):
@@ -58,6 +60,7 @@ class TrainOptions:
         data = asdict(self)
         data["data"] = str(self.data) if self.data else None
         data["runs_dir"] = str(self.runs_dir)
+        data["init"] = str(self.init) if self.init else None
         return data
 
     @classmethod
@@ -66,6 +69,7 @@ class TrainOptions:
         values = {k: v for k, v in data.items() if k in known}
         values["data"] = Path(values["data"]) if values.get("data") else None
         values["runs_dir"] = Path(values.get("runs_dir", "runs"))
+        values["init"] = Path(values["init"]) if values.get("init") else None
         return cls(**values)
 
 

@@ -22,6 +22,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from training.evaluate import evaluate_run
 from training.options import TrainOptions, plan_for
 from training.run_layout import RunLayout
 from training.run_log import LOGGER, logging_to, say
@@ -41,7 +42,6 @@ class TrainResult:
 
 def train(options: TrainOptions, resume: Path | None = None) -> TrainResult:
     """The whole `crack train` job. Raises UserError for bad input, TrainingInterrupted on a signal."""
-    from training.evaluate import evaluate_run
     from training.model import save_for_inference
 
     if resume is not None:
@@ -71,13 +71,13 @@ def fit_phases(layout: RunLayout, options: TrainOptions, splits: Splits, stopper
     Returns (model, WeightsResult)."""
     import keras
 
-    from training.model import (build_classifier, load_weights_quietly, parameter_counts,
-                                unfreeze_from)
+    from training.adapt import starting_model
+    from training.model import load_weights_quietly, parameter_counts, unfreeze_from
 
     keras.utils.set_random_seed(options.seed)
     strategy = make_strategy(options.strategy)
     with strategy.scope():
-        model, base, weights = build_classifier(options.img_size, options.weights)
+        model, base, weights = starting_model(options)  # new, or the --init run's
     _describe_model(model, weights)
     plan = plan_for(options, weights.pretrained)
     fit = _phase_fitter(model, layout, options, splits, stopper,
