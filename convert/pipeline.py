@@ -76,12 +76,12 @@ def load_reference(options: ConvertOptions, inputs: RunInputs, say: Callable[[st
     layout, contract = inputs.layout, inputs.contract
     size = contract.input_size
     started = time.perf_counter()
-    test = load_test_set(layout, size)
+    test = load_test_set(layout, size, decode=contract.decode)
     say(f"test split: {len(test)} images ({test.label_counts()}), {len(test.skipped)} unreadable skipped")
     calibration = None
     if options.needs_calibration:
         images = load_calibration_set(layout, size, options.calibration_size, options.seed,
-                                      options.calibration_dir)
+                                      options.calibration_dir, decode=contract.decode)
         calibration = prepare_calibration(images.images, images.source, images.label_counts(),
                                           len(images.skipped))
         note = "; ".join(calibration.anchored) or "range already 0..255"

@@ -5,7 +5,6 @@ to a device carries a build-machine path."""
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from edge.atomic_files import write_bytes_atomic
 from edge.cli_main import package_version
 from edge.contract import GoldenReference, ModelCard, ModelContract, SourceRun
 from edge.golden import golden_path
-from edge.model_metadata import CONTRACT_KEY, sidecar_path, with_metadata
+from edge.model_metadata import embed_card, sidecar_path
 
 
 def card_details(variant: VariantResult, keras_metrics: dict, test_images: int) -> dict:
@@ -37,11 +36,6 @@ def build_card(variant: VariantResult, contract: ModelContract, source: SourceRu
     return ModelCard(contract=contract, mode=variant.mode, source_run=source,
                      package_version=package_version(), created=created, golden=golden,
                      details=details)
-
-
-def embed_card(content: bytes, card: ModelCard) -> bytes:
-    payload = json.dumps(card.embedded().to_dict(), sort_keys=True).encode("utf-8")
-    return with_metadata(content, {CONTRACT_KEY: payload})
 
 
 def publish(directory: Path, content: bytes, card: ModelCard, golden: bytes) -> ModelCard:

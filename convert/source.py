@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.contract import ModelContract
+from edge.contract import DECODE_REDUCED_JPEG, ModelContract
 from edge.errors import ImageDecodeError, UserError, first_line
 from edge.preprocess import is_image_path, load_for_model
 from training.run_layout import RunLayout, open_run, read_split
@@ -90,14 +90,15 @@ def _relative_to_run(path: Path, layout: RunLayout) -> str:
     return str(path.relative_to(layout.root)) if path.is_relative_to(layout.root) else path.name
 
 
-def _decode_all(paths: list[Path], size: int, limit: int | None = None
+def _decode_all(paths: list[Path], size: int, limit: int | None = None,
+                decode: str = DECODE_REDUCED_JPEG
                 ) -> tuple[list[np.ndarray], list[int], list[tuple[str, str]]]:
     images, kept, skipped = [], [], []
     for index, path in enumerate(paths):
         if limit is not None and len(images) >= limit:
             break
         try:
-            images.append(load_for_model(path, size))
+            images.append(load_for_model(path, size, decode=decode))
             kept.append(index)
         except ImageDecodeError as exc:
             skipped.append((str(path), str(exc)))
@@ -110,13 +111,14 @@ def _stack(images: list[np.ndarray], size: int) -> np.ndarray:
     return np.stack(images).astype(np.uint8, copy=False)
 
 
-def load_test_set(layout: RunLayout, size: int) -> ImageSet:
-    """Every readable image of the test split, in file order."""
+def load_test_set(layout: RunLayout, size: int, decode: str = DECODE_REDUCED_JPEG) -> ImageSet:
+    """Every readable image of the test split, in file order, decoded as the contract's ``decode``
+    says."""
     rows = read_split(layout.split_file("test"))
     if not rows:
         raise UserError(f"the test split {layout.split_file('test')} is empty")
     paths = [_resolve(path, layout.root) for path, _ in rows]
-    images, kept, skipped = _decode_all(paths, size)
+    images, kept, skipped = _decode_all(paths, size, decode=decode)
     if not images:
         raise UserError(f"none of the {len(rows)} test images could be read "
                         f"(first problem: {skipped[0][0]}: {skipped[0][1]})")
@@ -126,7 +128,8 @@ def load_test_set(layout: RunLayout, size: int) -> ImageSet:
 
 
 def load_calibration_set(layout: RunLayout, size: int, count: int, seed: int,
-                         directory: Path | None = None) -> ImageSet:
+                         directory: Path | None = None,
+                         decode: str = DECODE_REDUCED_JPEG) -> ImageSet:
     """``count`` images drawn deterministically (seeded permutation) from the TRAINING split, or
     from ``directory`` (deployment-camera frames). Never from val or test."""
     if directory is not None:
@@ -151,7 +154,7 @@ def load_calibration_set(layout: RunLayout, size: int, count: int, seed: int,
         source = _relative_to_run(split, layout)
     order = np.random.default_rng(seed).permutation(len(candidates))
     ordered = [candidates[i] for i in order]
-    images, kept, skipped = _decode_all(ordered, size, limit=count)
+    images, kept, skipped = _decode_all(ordered, size, limit=count, decode=decode)
     if not images:
         raise UserError(f"none of the calibration images in {source} could be read "
                         f"(first problem: {skipped[0][0]}: {skipped[0][1]})")

@@ -22,6 +22,7 @@ from typing import Annotated, Any
 import typer
 
 from edge.cli_main import DEBUG_VARIABLE, OneLineUsageErrors, run_app, version_callback
+from edge.collect import DEFAULT_COLLECT_MARGIN, DEFAULT_COLLECT_MB
 from edge.disk_budget import DEFAULT_KEEP_DAYS, DEFAULT_MAX_DISK_MB
 from edge.outbox import DEFAULT_OUTBOX_MB
 from edge.errors import EXIT_USAGE, RuntimeFailure, UserError, first_line
@@ -55,6 +56,15 @@ ThreadsOption = Annotated[int | None, typer.Option("--threads", show_default="al
 RequireVerifiedOption = Annotated[bool, typer.Option(
     "--require-verified", help="Refuse to start unless the model's golden inputs, run here at start-up, pass "
                                "`crack-edge verify`'s rule (exit 1 when they fail, 2 when there is no usable golden file).")]
+CollectOption = Annotated[Path | None, typer.Option(
+    "--collect", metavar="DIR",
+    help="Collect images worth labelling into DIR: files (score) or frames (stream) within --collect-margin of "
+         "the threshold, and stream's event frames; DIR/labels.csv is the template to fill in for "
+         "`crack data from-labels` and `crack train --init`.")]
+CollectMarginOption = Annotated[float, typer.Option(
+    "--collect-margin", metavar="P", help="Collect an image when |probability - threshold| is below this.")]
+CollectMaxMbOption = Annotated[float, typer.Option(
+    "--collect-max-mb", metavar="MB", help="Stop collecting when DIR holds this many megabytes.")]
 ConfigOption = Annotated[Path | None, typer.Option(
     "--config", metavar="FILE.toml",
     help="Read options from this TOML file (keys: the option names with underscores, at the top level "
@@ -139,6 +149,9 @@ def score_command(
         "--save-annotated", metavar="DIR", help="Write each crack photo with its label, probability and tile heat "
                                                 "map below this folder (JPEG).")] = None,
     require_verified: RequireVerifiedOption = False,
+    collect: CollectOption = None,
+    collect_margin: CollectMarginOption = DEFAULT_COLLECT_MARGIN,
+    collect_max_mb: CollectMaxMbOption = DEFAULT_COLLECT_MB,
     config: ConfigOption = None,
 ) -> None:
     """Score image files and folders; one row per file, flushed as it goes (safe to --resume)."""
@@ -151,7 +164,9 @@ def score_command(
                            threshold=v["threshold"], tiles=v["tiles"], tile_size=v["tile_size"],
                            stride=v["stride"], batch_size=v["batch_size"], decode_workers=v["decode_workers"],
                            max_pixels=v["max_pixels"], show_progress=v["progress"],
-                           save_annotated=v["save_annotated"], require_verified=v["require_verified"])
+                           save_annotated=v["save_annotated"], require_verified=v["require_verified"],
+                           collect=v["collect"], collect_margin=v["collect_margin"],
+                           collect_max_mb=v["collect_max_mb"])
     if v["verbose"]:
         from edge.interpreter import find_interpreter
 
@@ -274,6 +289,9 @@ def stream_command(
                                                "for the preview page and its endpoints.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", help="Log every frame's probability.")] = False,
     require_verified: RequireVerifiedOption = False,
+    collect: CollectOption = None,
+    collect_margin: CollectMarginOption = DEFAULT_COLLECT_MARGIN,
+    collect_max_mb: CollectMaxMbOption = DEFAULT_COLLECT_MB,
     config: ConfigOption = None,
 ) -> None:
     """Watch a camera or stream: debounced crack events to JSONL, snapshots, reconnects.
@@ -353,6 +371,40 @@ def verify_command(
     typer.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.text())
     if not result.passed:
         raise typer.Exit(EXIT_RUNTIME)
+
+
+# --- calibrate: a site's own threshold, without retraining --------------------------------------
+
+
+@app.command("calibrate")
+def calibrate_command(
+    model: Annotated[Path, typer.Option("--model", metavar="M.tflite", help="The deployed model (its card "
+                                        "holds the threshold to replace).")],
+    data: Annotated[list[str], typer.Option(
+        "--data", metavar="SITE_DIR", help="The site's labelled photos below class folders (crack/no_crack, "
+                                           "Positive/Negative, ...), as score --labels-from-folders reads them.")],
+    out: Annotated[Path | None, typer.Option(
+        "--out", metavar="M_SITE.tflite", show_default="M_<site>.tflite beside the model",
+        help="The calibrated copy (its sidecar and golden inputs are written beside it).")] = None,
+    site: Annotated[str | None, typer.Option("--site", show_default="the SITE_DIR folder's name",
+                                             help="The site's name, recorded in the copy's card.")] = None,
+    target_recall: Annotated[float | None, typer.Option(
+        "--target-recall", metavar="R", help="Choose the highest threshold that finds this share of the "
+                                             "site's cracks (default: best F1).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out (never the model).")] = False,
+    threads: ThreadsOption = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+) -> None:
+    """Choose a site's threshold from its labelled photos, scored with this model here; write a copy
+    of the model carrying it. Prints accuracy before and after. The original is never changed."""
+    from edge.calibrate import CalibrateOptions, run_calibrate
+
+    say = lambda line: typer.echo(line, err=True)  # noqa: E731
+    result = run_calibrate(CalibrateOptions(model=model, data=tuple(data), out=out, site=site,
+                                            target_recall=target_recall, overwrite=overwrite,
+                                            threads=threads, show_progress=progress), say=say)
+    for line in result.lines():
+        typer.echo(line)
 
 
 # --- report and geojson: what an inspector opens ------------------------------------------------

@@ -140,6 +140,12 @@ def with_metadata(content: bytes, entries: dict[str, bytes]) -> bytes:
     return bytes(builder.Output())
 
 
+def embed_card(content: bytes, card: ModelCard) -> bytes:
+    """A copy of the .tflite ``content`` carrying ``card`` (without its sha256) under CONTRACT_KEY."""
+    payload = json.dumps(card.embedded().to_dict(), sort_keys=True).encode("utf-8")
+    return with_metadata(content, {CONTRACT_KEY: payload})
+
+
 def _align_buffers(schema, model) -> None:
     """Make every buffer pack its data 16-byte aligned (the generated Python code ignores the
     schema's force_align)."""

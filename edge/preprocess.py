@@ -31,6 +31,9 @@ still leaves the pixels the model needs: the model input on the image's shorter 
 on the smallest tile's shorter side with ``--tiles`` (``edge.score``). The pixel limit counts the
 pixels actually decoded, so a 48 MP JPEG decoded at 1/8 fits a small ``--max-pixels``.
 A 480x320 photo at 224 px is never reduced (320 < 2 x 224); a 4032x3024 one is read at 1/8.
+The pixels differ a little from a full decode's, so the model contract records which way a model
+was trained (``decode``: ``reduced-jpeg``, or ``full`` for models trained before) and every
+caller passes it on: a model is served the way it was trained.
 """
 
 from __future__ import annotations
@@ -38,12 +41,14 @@ from __future__ import annotations
 import errno
 import io
 import os
+import re
 import stat
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from edge.contract import DECODE_FULL, DECODE_REDUCED_JPEG
 from edge.errors import ImageDecodeError
 from edge.exif import ORIENTED_BY_US, read_exif, turns_sideways, upright
 from edge.image_header import DEFAULT_MAX_PIXELS, ImageHeader, check_decode_size, read_header
@@ -52,10 +57,10 @@ from edge.stderr_capture import call_capturing_stderr, call_watching_stderr, pas
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 _JPEG_END = b"\xff\xd9"
 # libjpeg warnings that mean the pixels are not what the camera recorded (a bad ICC profile or an
-# unknown JFIF version does not change them)
-_JPEG_DAMAGE = ("Corrupt JPEG data", "Premature end of JPEG file", "Invalid SOS parameters",
-                "Inconsistent progression sequence")
-_JPEG_HARMLESS = ("Corrupt JPEG data: bad ICC marker",)
+# unknown JFIF version does not change them), found anywhere in what stderr caught: another
+# thread's unfinished line may stand before one
+_JPEG_DAMAGE = re.compile(r"(?:Corrupt JPEG data(?!: bad ICC marker)|Premature end of JPEG file|"
+                          r"Invalid SOS parameters|Inconsistent progression sequence)[^\n]*\n?")
 _BIT_DEPTHS = (8, 10, 12, 14, 16)
 JPEG_REDUCTIONS = (8, 4, 2)  # the scales libjpeg decodes at, largest reduction first
 # OpenCV flags for a reduced decode. IMREAD_IGNORE_ORIENTATION: OpenCV would turn the pixels by the
@@ -138,9 +143,10 @@ class ImageFile:
             return header.width, header.height
         return header.height, header.width
 
-    def reduction_for(self, side: int, needed: int) -> int:
-        """``jpeg_reduction`` of this image: ``side`` is a length in its full-resolution pixels."""
-        return jpeg_reduction(self.header, side, needed)
+    def reduction_for(self, side: int, needed: int, decode: str = DECODE_REDUCED_JPEG) -> int:
+        """``jpeg_reduction`` of this image (``side`` is a length in its full-resolution pixels);
+        1 when the model's contract says ``decode`` ``full``."""
+        return 1 if decode == DECODE_FULL else jpeg_reduction(self.header, side, needed)
 
     def check(self, reduction: int = 1) -> None:
         """Raise ImageTooLarge if decoding at 1/``reduction`` scale would go over the limit."""
@@ -177,13 +183,14 @@ class ImageFile:
         """8-bit RGB, at 1/``reduction`` scale."""
         return _to_rgb8(self.decode_stored(reduction), owned=True)
 
-    def decode_for_model(self, size: int) -> np.ndarray:
+    def decode_for_model(self, size: int, decode: str = DECODE_REDUCED_JPEG) -> np.ndarray:
         """The model's input: size x size x 3 uint8 RGB, raw 0..255: the same pixels as
         ``resize_for_model(self.decode(reduction), size)``, where ``reduction`` leaves at least
-        ``size`` pixels on the shorter side (1 for all but large JPEGs). For 8-bit images (almost
-        every photo) the colour conversion runs after the resize, on far fewer pixels: both are
-        per pixel or per channel, so the order does not change the result."""
-        image = self.decode_stored(self.reduction_for(min(self.upright_size), size))
+        ``size`` pixels on the shorter side (1 for all but large JPEGs, and for ``decode``
+        ``full``, the contract's field). For 8-bit images (almost every photo) the colour
+        conversion runs after the resize, on far fewer pixels: both are per pixel or per channel,
+        so the order does not change the result."""
+        image = self.decode_stored(self.reduction_for(min(self.upright_size), size, decode))
         if image.dtype != np.uint8:
             return resize_for_model(_to_rgb8(image, owned=True), size)
         return _to_rgb8(resize_for_model(image, size), owned=True)
@@ -224,10 +231,12 @@ def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
         return image.decode()
 
 
-def load_for_model(path: str | Path, size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """File -> the model's input: size x size x 3 uint8 RGB, raw 0..255."""
+def load_for_model(path: str | Path, size: int, max_pixels: int = DEFAULT_MAX_PIXELS,
+                   decode: str = DECODE_REDUCED_JPEG) -> np.ndarray:
+    """File -> the model's input: size x size x 3 uint8 RGB, raw 0..255; ``decode`` is the
+    model contract's (``reduced-jpeg``, how crackkit trains, or ``full``)."""
     with ImageFile(path, max_pixels) as image:
-        return image.decode_for_model(size)
+        return image.decode_for_model(size, decode)
 
 
 def _decode_stored(data: bytes, header: ImageHeader, orientation: int | None,
@@ -245,8 +254,8 @@ def _decode_stored(data: bytes, header: ImageHeader, orientation: int | None,
         if header.format == "jpeg":
             # decodes run side by side, each watching stderr; a damage warning in a decode's
             # window may be another's, so that photo is decoded again, alone, for its own verdict
-            image, window = call_watching_stderr(decode, hold_back=_is_damage)
-            if any(_is_damage(line) for line in window.splitlines()):
+            image, window = call_watching_stderr(decode, strip=_without_damage)
+            if _JPEG_DAMAGE.search(window):
                 image, messages = call_capturing_stderr(decode)
                 _judge_jpeg(image, messages, data, header)
             else:
@@ -264,13 +273,8 @@ def _decode_stored(data: bytes, header: ImageHeader, orientation: int | None,
 
 def _judge_jpeg(image: np.ndarray | None, messages: str, data: bytes, header: ImageHeader) -> None:
     """Raise for a JPEG that libjpeg says is damaged or that it could not decode."""
-    damage, other = [], []
-    for line in messages.splitlines(keepends=True):
-        if _is_damage(line):
-            damage.append(line.strip())
-        else:
-            other.append(line)  # a harmless libjpeg warning, or another thread's output
-    pass_on("".join(other))
+    damage = [found.group(0).strip() for found in _JPEG_DAMAGE.finditer(messages)]
+    pass_on(_without_damage(messages))  # a harmless libjpeg warning, or another thread's output
     ended = data.find(_JPEG_END, header.scan_offset or 2) >= 0
     if any(text.startswith("Premature end of JPEG file") for text in damage) or (
             image is None and not ended):
@@ -281,10 +285,8 @@ def _judge_jpeg(image: np.ndarray | None, messages: str, data: bytes, header: Im
         raise ImageDecodeError("damaged JPEG: the decoder could not read it")
 
 
-def _is_damage(line: str) -> bool:
-    """A libjpeg warning that the pixels are not what the camera recorded."""
-    text = line.strip()
-    return text.startswith(_JPEG_DAMAGE) and not text.startswith(_JPEG_HARMLESS)
+def _without_damage(text: str) -> str:
+    return _JPEG_DAMAGE.sub("", text)
 
 
 def frame_to_rgb(frame_bgr: np.ndarray) -> np.ndarray:

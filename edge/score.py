@@ -30,7 +30,8 @@ import numpy as np
 
 from edge.annotate import AnnotatedPhotos
 from edge.classifier import CrackClassifier
-from edge.contract import folder_label
+from edge.collect import DEFAULT_COLLECT_MARGIN, DEFAULT_COLLECT_MB, CollectOptions, Collector
+from edge.contract import ModelContract, folder_label
 from edge.errors import ImageDecodeError, RuntimeFailure, UserError, first_line
 from edge.exif import ExifFields
 from edge.file_inputs import InputFile, Skipped, find_inputs
@@ -70,6 +71,9 @@ class ScoreOptions:
     show_progress: bool = True
     save_annotated: Path | None = None  # write each crack photo annotated below this folder
     require_verified: bool = False  # refuse to start unless the golden check passes (edge/verify.py)
+    collect: Path | None = None  # link files near the threshold here, with a labels template (edge/collect.py)
+    collect_margin: float = DEFAULT_COLLECT_MARGIN
+    collect_max_mb: float = DEFAULT_COLLECT_MB
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -103,6 +107,7 @@ class ScoreSummary:
     threads: int = 0
     skipped: Skipped = field(default_factory=Skipped)
     annotated: str = ""  # --save-annotated: what was saved
+    collected: str = ""  # --collect: what was collected
     metrics: dict | None = None
     unlabelled: int = 0
     labels: list[int] = field(default_factory=list, repr=False)
@@ -124,6 +129,8 @@ class ScoreSummary:
         lines.extend(self.skipped.lines())
         if self.annotated:
             lines.append(self.annotated)
+        if self.collected:
+            lines.append(self.collected)
         if self.metrics is not None:
             m = self.metrics
             lines.append(f"against folder labels ({m['count']} images, threshold "
@@ -180,13 +187,14 @@ class _Decoded(NamedTuple):
 class _Decoder:
     """Decodes one file under the shared memory budget, a large JPEG at the largest reduction that
     leaves the model its input size on the shorter side of the photo, or with tiles of the
-    smallest tile (``edge.preprocess.jpeg_reduction``). For the model, the budget is given back as
-    soon as the image is resized; for tiles, the whole image is kept and its budget is given back
-    by the consumer once the tiles are scored."""
+    smallest tile (``edge.preprocess.jpeg_reduction``; at full resolution for a model whose
+    contract says ``decode`` ``full``). For the model, the budget is given back as soon as the
+    image is resized; for tiles, the whole image is kept and its budget is given back by the
+    consumer once the tiles are scored."""
 
-    def __init__(self, input_size: int, grid: TileGrid, max_pixels: int,
+    def __init__(self, contract: ModelContract, grid: TileGrid, max_pixels: int,
                  budget: MemoryBudget) -> None:
-        self.input_size, self.grid = input_size, grid
+        self.input_size, self.decode, self.grid = contract.input_size, contract.decode, grid
         self.max_pixels, self.budget = max_pixels, budget
 
     def __call__(self, path: Path) -> _Decoded:
@@ -196,7 +204,7 @@ class _Decoder:
             except TooManyTiles as exc:  # its error row, without decoding the photo
                 raise ImageDecodeError(str(exc)) from None
             side = min(min(box.x1 - box.x0, box.y1 - box.y0) for box in boxes)
-            reduction = image.reduction_for(side, self.input_size)
+            reduction = image.reduction_for(side, self.input_size, self.decode)
             image.check(reduction)
             held = self.budget.acquire(image.cost(reduction))
             if not self.grid.is_whole_frame:
@@ -207,7 +215,7 @@ class _Decoder:
                     self.budget.release(held)
                     raise
             try:  # the same reduction: load_for_model's, as in training
-                return _Decoded(image.decode_for_model(self.input_size), 0, image.exif)
+                return _Decoded(image.decode_for_model(self.input_size, self.decode), 0, image.exif)
             finally:
                 self.budget.release(held)
 
@@ -218,7 +226,7 @@ def scored_rows(classifier: CrackClassifier, paths: list[Path], grid: TileGrid,
     """Rows for ``paths``, a batch at a time (errors in their own list, as soon as they are seen)."""
     contract = classifier.contract
     budget = budget or MemoryBudget(memory_limit(max_pixels))
-    decode = _Decoder(contract.input_size, grid, max_pixels, budget)
+    decode = _Decoder(contract, grid, max_pixels, budget)
     ahead = decode_ahead(paths, decode, workers, window=batch_size * 2 + workers)
     batch: list[tuple[Path, np.ndarray, ExifFields]] = []
 
@@ -327,8 +335,13 @@ def run_score(options: ScoreOptions, say: Callable[[str], None] = print) -> Scor
                            labels=tuple(contract.labels), input_size=contract.input_size)
     annotator = None if options.save_annotated is None else \
         AnnotatedPhotos(options.save_annotated, contract.threshold, options.max_pixels)
+    collect = None if options.collect is None else \
+        CollectOptions(options.collect, options.collect_margin, options.collect_max_mb)
+    if collect is not None:
+        collect.validate()  # before the results file is opened
     opened = open_results(out, options.format, identity, resume=options.resume,
                           overwrite=options.overwrite)
+    collector = None if collect is None else Collector(collect, contract)
     todo = [file for file in found.files if os.fsencode(str(file.path)) not in opened.done]
     roots = {str(file.path): file.root for file in todo}
     summary = ScoreSummary(files=len(found.files), already_done=len(found.files) - len(todo),
@@ -346,6 +359,8 @@ def run_score(options: ScoreOptions, say: Callable[[str], None] = print) -> Scor
                     results.write(rows)
                 if annotator is not None:
                     annotator.add(rows)
+                if collector is not None:
+                    collector.offer_rows(rows)
                 for row in rows:
                     if row.error:
                         summary.errors += 1
@@ -363,6 +378,9 @@ def run_score(options: ScoreOptions, say: Callable[[str], None] = print) -> Scor
         summary.seconds = time.perf_counter() - started
         if annotator is not None:
             summary.annotated = annotator.close()
+        if collector is not None:
+            collector.close()
+            summary.collected = collector.line()
     if options.labels_from_folders:
         if not summary.labels:
             say("warning: --labels-from-folders found no crack/no_crack folder names in the paths")

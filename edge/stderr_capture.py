@@ -18,9 +18,9 @@ ways to call, so that decodes need not wait for each other:
 - ``call_capturing_stderr`` (alone): waits until no other call runs and keeps new ones out while
   it runs, so what it captures is its own (plus anything unrelated threads printed).
 
-What others print meanwhile (a progress bar, a warning) is not lost: when a call ends, the
-complete lines in the sink are written on to the real stderr, except those the callers hold back
-as their own (``hold_back``: the same rule for every caller, e.g. libjpeg's damage warnings, which
+What others print meanwhile (a progress bar, a warning) is not lost: whenever a watched call
+ends, what reached the sink since is written on to the real stderr, less what the callers take
+out as their own (``strip``: the same rule for every caller, e.g. libjpeg's damage warnings, which
 become an error row instead); ``pass_on`` hands on text an alone-call captured but does not own.
 """
 
@@ -46,7 +46,7 @@ class _Sink:
         self.alone_waiting = 0  # alone-calls waiting (new watched calls let them go first)
         self.file = None
         self.saved = -1  # the real stderr while fd 2 points at the sink
-        self.forwarded = 0  # sink bytes already written on (or held back)
+        self.forwarded = 0  # sink bytes already written on (or stripped)
 
     def redirect(self) -> None:
         if self.file is None:
@@ -73,25 +73,21 @@ class _Sink:
     def read(self, start: int, end: int) -> bytes:
         return os.pread(self.file.fileno(), max(0, end - start), start)
 
-    def forward(self, hold_back: Callable[[str], bool], everything: bool) -> None:
-        """Write the sink's new complete lines (all of it with ``everything``) to the real stderr,
-        leaving out the lines ``hold_back`` claims."""
+    def forward(self, strip: Callable[[str], str]) -> None:
+        """Write what reached the sink since the last time, ``strip``ped, to the real stderr."""
         data = self.read(self.forwarded, self.size())
-        if not everything:
-            data = data[:data.rfind(b"\n") + 1]
         self.forwarded += len(data)
-        lines = data.decode("utf-8", errors="replace").splitlines(keepends=True)
-        _write(self.saved, "".join(line for line in lines if not hold_back(line)))
+        _write(self.saved, strip(data.decode("utf-8", errors="replace")))
 
 
 _sink = _Sink()
 
 
 def call_watching_stderr(function: Callable[[], T],
-                         hold_back: Callable[[str], bool]) -> tuple[T, str]:
+                         strip: Callable[[str], str]) -> tuple[T, str]:
     """(``function()``, what was written to fd 2 while it ran, by it or by anything running at the
-    same time). Many calls run at once. Lines for which ``hold_back(line)`` is true are not written
-    on to the real stderr (every caller must hold back by the same rule); all others are, once."""
+    same time). Many calls run at once. What was written reaches the real stderr once, as
+    ``strip(text)`` (the callers' own messages taken out; every caller must strip by one rule)."""
     with _sink.condition:
         while _sink.alone or _sink.alone_waiting:
             _sink.condition.wait()
@@ -106,9 +102,8 @@ def call_watching_stderr(function: Callable[[], T],
         with _sink.condition:
             window = _sink.read(start, end)
             _sink.together -= 1
-            last = _sink.together == 0
-            _sink.forward(hold_back, everything=last)
-            if last:
+            _sink.forward(strip)
+            if _sink.together == 0:
                 _sink.restore()
                 _sink.condition.notify_all()
     return result, window.decode("utf-8", errors="replace")

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from edge.collect import DEFAULT_COLLECT_MARGIN, DEFAULT_COLLECT_MB
 from edge.disk_budget import DEFAULT_KEEP_DAYS, DEFAULT_MAX_DISK_MB
 from edge.outbox import DEFAULT_OUTBOX_MB
 from edge.errors import EXIT_OK, EXIT_RUNTIME, EXIT_STALLED, UserError
@@ -85,6 +86,14 @@ class StreamOptions:
     serve_token: str | None = None
     verbose: bool = False
     require_verified: bool = False  # refuse to start unless the golden check passes (edge/verify.py)
+    collect: Path | None = None  # frames to label: near the threshold and of events (edge/collect.py)
+    collect_margin: float = DEFAULT_COLLECT_MARGIN
+    collect_max_mb: float = DEFAULT_COLLECT_MB
+
+    def collect_options(self):
+        from edge.collect import CollectOptions
+
+        return CollectOptions(self.collect, self.collect_margin, self.collect_max_mb)
 
     def sink_options(self):
         from edge.event_sinks import SinkOptions
@@ -124,6 +133,8 @@ class StreamOptions:
         if self.events is not None:
             check_output_path(self.events, "--events")
         _check_snapshot_folder(self.snapshots)
+        if self.collect is not None:
+            self.collect_options().validate()
         self.sink_options().validate()
         if self.serve is not None:
             self.preview_options().validate()
@@ -156,6 +167,7 @@ class StreamSummary:
     write_failures: int = 0  # failed attempts to write an event line or a snapshot (retried)
     lost_writes: int = 0  # event lines and snapshots given up on
     pruned_files: int = 0  # old events files and snapshots deleted for the disk budget
+    collected: int = 0  # --collect: frames saved for labelling
     snapshot_paths: list[Path] = field(default_factory=list)
 
     @property
@@ -180,6 +192,8 @@ class StreamSummary:
             text += f", {self.write_failures} failed write(s), {self.lost_writes} lost"
         if self.pruned_files:
             text += f", {self.pruned_files} old file(s) pruned"
+        if self.collected:
+            text += f", {self.collected} frame(s) collected for labelling"
         return text + f"; stopped by {self.stop_reason}"
 
 
@@ -321,6 +335,7 @@ class _StreamRun:
         self.snapshots = None
         self.sinks = None  # edge.event_sinks.EventSinks with --webhook/--mqtt
         self.preview = None  # edge.preview_server.PreviewServer with --serve
+        self.collector = None  # edge.collect.Collector with --collect
         self.done_times: deque[float] = deque(maxlen=FPS_WINDOW)
         self.last = None  # the last Observation
         self.ready_sent = False
@@ -401,6 +416,10 @@ class _StreamRun:
 
             self.sinks = EventSinks(options.sink_options(), options.events, options.snapshots,
                                     self.preview.snapshot_url if self.preview is not None else None)
+        if options.collect is not None:
+            from edge.collect import Collector
+
+            self.collector = Collector(options.collect_options(), self.contract)
         self._prune()
 
     def _model_input(self, frame):
@@ -464,6 +483,9 @@ class _StreamRun:
             self._record(change.event.end_record())
             log.info("crack event %d ended at frame %d (peak p=%.3f, %d frames)", change.event.event_id,
                      frame.index, change.event.peak_probability, change.event.frames)
+        if self.collector is not None:  # frames to label: near the threshold, and each event's
+            event = self.debouncer.current
+            self.collector.offer_frame(frame.image, score.probability, event.event_id if event else None)
         return annotated
 
     def _record(self, data: dict) -> None:
@@ -594,6 +616,9 @@ class _StreamRun:
         if self.snapshots is not None:
             self.snapshots.close()
             self.summary.snapshot_paths = list(self.snapshots.written)
+        if self.collector is not None:
+            self.collector.close()
+            self.summary.collected = self.collector.saved
         self._prune()  # the last snapshots and rotations fit the budget too
         if self.sinks is not None:
             self.sinks.close()

@@ -1,11 +1,11 @@
 """`crack-edge verify --images DIR --labels-from-folders`: the model on the user's own labelled
 photos, on this device's interpreter and kernels.
 
-The photos are found, decoded and scored as `crack-edge score` does (``edge.score.scored_rows``)
-and their ground truth is the nearest class folder, as `score --labels-from-folders` reads it
-(``edge.score.truth_from_folders``). It reports accuracy, precision, recall and F1 at the model's
-threshold and, when the model's golden file is beside it, the golden check (``edge.verify``). It
-reports; it does not gate: exit 0 unless the model or the photos are unusable (exit 2).
+The photos are found, decoded, scored and labelled by ``edge.labelled_photos``, as `crack-edge
+score --labels-from-folders` does (the nearest class folder is the ground truth). It reports
+accuracy, precision, recall and F1 at the model's threshold and, when the model's golden file is
+beside it, the golden check (``edge.verify``). It reports; it does not gate: exit 0 unless the
+model or the photos are unusable (exit 2).
 """
 
 from __future__ import annotations
@@ -15,13 +15,9 @@ from pathlib import Path
 
 from edge.classifier import CrackClassifier
 from edge.errors import UserError
-from edge.file_inputs import find_inputs
-from edge.image_header import DEFAULT_MAX_PIXELS
 from edge.interpreter import DEFAULT_KERNELS
+from edge.labelled_photos import score_labelled_photos, tflite_batches
 from edge.metrics import binary_report
-from edge.progress import progress_bar
-from edge.score import scored_rows, truth_from_folders
-from edge.tiling import TileGrid
 from edge.verify import VerifyResult, check_golden
 
 
@@ -83,38 +79,14 @@ class PhotoCheckResult:
 
 def check_photos(options: PhotoCheckOptions) -> PhotoCheckResult:
     classifier = CrackClassifier(options.model, threads=options.threads, kernels=options.kernels)
-    found = find_inputs(options.images)
-    if not found.files:
-        raise UserError("no image files found in " + ", ".join(options.images)
-                        + "".join(f"; {line}" for line in found.skipped.lines()))
-    roots = {str(file.path): file.root for file in found.files}
-    labels: list[int] = []
-    probabilities: list[float] = []
-    unreadable = unlabelled = 0
-    with progress_bar("scoring", len(found.files), options.show_progress) as advance:
-        for rows in scored_rows(classifier, [file.path for file in found.files], TileGrid(),
-                                max_pixels=DEFAULT_MAX_PIXELS):
-            advance(len(rows))
-            for row in rows:
-                if row.error:
-                    unreadable += 1
-                    continue
-                truth = truth_from_folders(Path(row.path), roots[row.path])
-                if truth is None:
-                    unlabelled += 1
-                else:
-                    labels.append(truth)
-                    probabilities.append(row.probability)
-    if not labels:
-        raise UserError(f"--labels-from-folders found no crack/no_crack folder among the "
-                        f"{len(found.files) - unreadable} readable photo(s) in " + ", ".join(options.images)
-                        + " (class folders such as crack/no_crack, Positive/Negative, cracked/uncracked, 1/0)")
+    scores = score_labelled_photos(options.images, tflite_batches(classifier),
+                                   show_progress=options.show_progress)
     result = PhotoCheckResult(
         model=classifier.model_path.name, interpreter=classifier.backend.describe(),
-        kernels=classifier.kernels, threads=classifier.threads, files=len(found.files),
-        unreadable=unreadable, unlabelled=unlabelled,
-        metrics=binary_report(labels, probabilities, classifier.contract.threshold),
-        skipped=found.skipped.lines())
+        kernels=classifier.kernels, threads=classifier.threads, files=scores.files,
+        unreadable=scores.unreadable, unlabelled=scores.unlabelled,
+        metrics=binary_report(scores.labels, scores.probabilities, classifier.contract.threshold),
+        skipped=scores.skipped)
     try:
         result.golden = check_golden(classifier)
     except UserError as exc:  # no golden file, or an unusable one: reported, the photos still count

@@ -195,6 +195,33 @@ def predict_command(
     typer.echo(f"scored {scored} image(s), {failed} unreadable; wrote {options.out}")
 
 
+@app.command("calibrate")
+def calibrate_command(
+    run: str = typer.Option(..., "--run", metavar="DIR", help="Training run (runs/NAME or runs/latest)."),
+    data: list[str] = typer.Option(..., "--data", metavar="SITE_DIR",
+                                   help="The site's labelled photos below class folders (crack/no_crack, ...)."),
+    out: str | None = typer.Option(None, "--out", metavar="DIR", show_default="runs/NAME-SITE",
+                                   help="The new run folder to write (must not exist)."),
+    site: str | None = typer.Option(None, "--site", show_default="the SITE_DIR folder's name",
+                                    help="The site's name, recorded in the new contract."),
+    target_recall: float | None = typer.Option(None, "--target-recall", metavar="R",
+                                               help="Choose the highest threshold that finds this share "
+                                                    "of the site's cracks (default: best F1)."),
+) -> None:
+    """Choose a site's threshold with the run's Keras model, without retraining; write it into a new
+    run folder (the run itself is never changed) that `crack convert` turns into models."""
+    from pathlib import Path
+
+    from training.calibrate import RunCalibrateOptions, calibrate_run
+
+    result = calibrate_run(RunCalibrateOptions(run=Path(run), data=tuple(data),
+                                               out=Path(out) if out else None, site=site,
+                                               target_recall=target_recall),
+                           say=lambda line: typer.echo(line, err=True))
+    for line in result.lines():
+        typer.echo(line)
+
+
 def main() -> None:
     """`python -m training`: the training commands alone (the full `crack`, with `convert`, is
     assembled one layer up, in convert/crack_cli.py)."""

@@ -31,13 +31,14 @@ class PredictOptions:
 
 
 def load_run_model(run: Path):
-    """(keras model, contract) of a finished run; one-line errors when it is not usable."""
-    import keras
-
+    """(keras model, contract) of a finished run; one-line errors when it is not usable, given
+    before TensorFlow is imported (seconds on a small machine)."""
     layout = open_run(run)
     if not layout.model.is_file() or not layout.contract.is_file():
         raise UserError(f"run {layout.root} has no model.keras/contract.json (did training finish?)")
     contract = ModelContract.load(layout.contract)
+    import keras
+
     try:
         model = keras.models.load_model(layout.model, safe_mode=True, compile=False)
     except Exception as exc:
@@ -63,7 +64,7 @@ def predict_files(model, contract: ModelContract, paths: list[Path]
 
     for path in paths:
         try:
-            image = load_for_model(path, contract.input_size)
+            image = load_for_model(path, contract.input_size, decode=contract.decode)
         except ImageDecodeError as exc:
             results.append((str(path), None, str(exc)))
             continue
