@@ -276,11 +276,14 @@ def emulator_version() -> str:
 
 
 def markdown(result: dict) -> str:
+    arm64 = next(iter(result["arm64"]["cpus"].values()))["environment"]
     lines = ["# arm64 check (`make check-arm64`)", "",
              f"Model run `{result['model']['run']}`, int8 threshold "
              f"{result['model']['threshold']['int8']:.4f}; {sum(result['photos'].values())} real photos "
              f"({', '.join(f'{n} from {k}' for k, n in result['photos'].items())}). "
-             f"{result['arm64']['userland']} under {result['arm64']['emulator']}, against "
+             f"{result['arm64']['userland']} (Python {arm64['python']}, {arm64['interpreter']['package']} "
+             f"{arm64['interpreter']['version']}, numpy {arm64['numpy']}, OpenCV {arm64['opencv']}) "
+             f"under {result['arm64']['emulator']}, against "
              f"{result['x86_64']['machine']} (Python {result['x86_64']['python']}, "
              f"{result['x86_64']['interpreter']['package']} {result['x86_64']['interpreter']['version']}). "
              "Nothing is timed.", "",
@@ -302,7 +305,8 @@ def markdown(result: dict) -> str:
                   f"probability lies within {max(flips):.4f} of the threshold."]
     lines += ["", "The emulated CPUs gave " + ("identical" if result["arm64"]["int8_identical_across_cpus"]
                                                 else "different") + " int8 probabilities."]
-    lines += ["", f"Rules: fp32 within {result['rules']['fp32_tolerance']:g} with the same labels; int8 "
+    lines += ["", f"Rules: fp32 within {result['rules']['fp32_tolerance']:g} with the same labels (rows "
+              "carry 6 decimals, so 1e-06 is the smallest difference they show); int8 "
               f"labels the same except within {result['rules']['int8_near_threshold_margin']} of the "
               "threshold; every photo scored on both sides.", "",
               f"Overall: {'passed' if result['passed'] else 'FAILED'}.", ""]

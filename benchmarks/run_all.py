@@ -17,6 +17,7 @@ from benchmarks.machine import argument_parser
 STEPS = [
     ("conversion: size and latency per variant", ["benchmarks.bench_convert"]),
     ("edge throughput: bare invoke, score, stream, Keras", ["benchmarks.edge_throughput"]),
+    ("survey photos: score on 12 MP JPEGs against its limit", ["benchmarks.survey_photos"]),
     ("live preview: stream with one viewer against none", ["benchmarks.preview_viewer"]),
     ("scaling: 100 / 1,000 / 5,000 images", ["benchmarks.scaling"]),
     ("training input pipeline vs model", ["benchmarks.input_pipeline"]),

@@ -269,8 +269,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--parity-model", type=Path, action="append", default=[],
                         help="also compare this model's probabilities from reduced and full decodes "
                              "(repeatable; the benchmark model is always compared)")
-    parser.add_argument("--parity-photos", type=int, default=40,
-                        help="CrackForest photos upscaled to the survey size for the comparison")
+    parser.add_argument("--parity-photos", type=int, default=200,
+                        help="at most this many photos of each set in the comparison")
     parser.add_argument("--skip-memory", action="store_true",
                         help="leave out the peak memory on 12, 24 and 48 MP photos")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "survey_photos.json",
@@ -291,12 +291,14 @@ def run(args: argparse.Namespace) -> dict:
     figures = paired_rounds(model, photos, folder, args.rounds, args.runs,
                             min(args.decode_photos, len(photos)))
     memory = [] if args.skip_memory else memory_figures(model, MEMORY_SIZES)
+    real = SHARED_DATA / "crackforest" / "image", SHARED_DATA / "surface_crack" / "test"
     parity_sets = {"survey mosaics": photos,
                    "CrackForest upscaled": upscaled_photos(WORK / "upscaled", args.parity_photos,
                                                            height, width),
-                   "CrackForest 480x320 as is": sorted((SHARED_DATA / "crackforest" / "image").glob("*.jpg")),
-                   "surface_crack test 224x224": sorted((SHARED_DATA / "surface_crack" / "test").glob("*/*.jpg"))}
-    parity = [decode_parity(m, parity_sets) for m in (model, *args.parity_model)]
+                   "CrackForest 480x320 as is": sorted(real[0].glob("*.jpg")),
+                   "surface_crack test 224x224": sorted(real[1].glob("*/*.jpg"))}
+    parity = [decode_parity(m, {name: paths[:args.parity_photos] for name, paths in parity_sets.items()})
+              for m in (model, *args.parity_model)]
     result = {"model": str(model), "photos": len(photos), "photo_size": [width, height],
               "photo_mb": median_of([p.stat().st_size / 1e6 for p in photos]),
               "photo_source": "mosaics of crackforest/image at their own resolution, JPEG q92",

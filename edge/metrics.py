@@ -148,14 +148,23 @@ def choose_threshold(labels, probabilities, target_recall: float | None = None,
                      on: str = "the validation split") -> tuple[float, str]:
     """(threshold, how it was chosen): the best F1 on these labelled scores, or the highest
     threshold reaching ``target_recall``; 0.5 when they hold one class only. ``on`` names the
-    data in the rule (training: the validation split; calibration: the site photos)."""
+    data in the rule (training: the validation split; calibration: the site photos).
+
+    Every threshold between the chosen score and the next lower score labels these images alike;
+    the one returned lies midway between them, not on the score itself. On a large split the two
+    are nearly equal; on a few well separated photos (a site, a small validation split) a
+    threshold on the weakest crack's score would call every slightly weaker crack clean."""
     labels = np.asarray(labels).astype(np.int64)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
     if len(labels) == 0 or labels.min() == labels.max():
         return 0.5, f"0.5 ({on} has one class, so no threshold could be chosen)"
     if target_recall is not None:
-        return (threshold_for_recall(labels, probabilities, target_recall),
-                f"highest threshold with recall >= {target_recall} on {on}")
-    return best_f1_threshold(labels, probabilities), f"best F1 on {on}"
+        chosen = threshold_for_recall(labels, probabilities, target_recall)
+        rule = f"highest threshold with recall >= {target_recall} on {on}"
+    else:
+        chosen, rule = best_f1_threshold(labels, probabilities), f"best F1 on {on}"
+    below = probabilities[probabilities < chosen]
+    return (float((chosen + below.max()) / 2) if len(below) else chosen), rule
 
 
 def _cumulative_counts(labels: np.ndarray, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

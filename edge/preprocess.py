@@ -15,7 +15,11 @@ What a file may hold, on purpose:
   The limit of that verdict, measured on 80 real photos (CrackForest, surface_crack) damaged at
   3 places each: cut, deleted or repeated bytes 240 of 240 caught, 200 zeroed bytes 233 of 240,
   200 random bytes 195 of 240, one changed byte 45 of 240. A change that leaves a valid Huffman
-  stream (most single-byte changes) is invisible to any JPEG decoder;
+  stream (most single-byte changes) is invisible to any JPEG decoder. A reduced-scale decode
+  (below) still reads every coefficient and gives the same verdicts (120 of 120 damaged
+  CrackForest photos alike at full and 1/8 scale). Decodes run side by side, each watching
+  stderr; a photo whose watch saw a damage warning (its own, or a neighbour's) is decoded again,
+  alone, for a verdict of its own (``edge.stderr_capture``);
 - 16-bit images are scaled by the bit depth their data uses: the smallest of 8, 10, 12, 14 or 16
   bits that holds the brightest value (a 12-bit sensor's 0..4095 becomes 0..255, not near black);
 - float images must be finite (a NaN or infinite pixel is an error); values up to 1.0 are taken

@@ -62,8 +62,11 @@ def site(tmp_path) -> Path:
 
 def test_choose_threshold_names_the_data_it_chose_on():
     labels, scores = np.array([0, 0, 1, 1]), np.array([0.6, 0.7, 0.8, 0.9])
-    assert choose_threshold(labels, scores) == (0.8, "best F1 on the validation split")
-    assert choose_threshold(labels, scores, 0.5, on="4 photos") == (0.9, "highest threshold with recall >= 0.5 on 4 photos")
+    threshold, rule = choose_threshold(labels, scores)  # midway between the weakest crack and the next score
+    assert (threshold, rule) == (pytest.approx(0.75), "best F1 on the validation split")
+    threshold, rule = choose_threshold(labels, scores, 0.5, on="4 photos")
+    assert (threshold, rule) == (pytest.approx(0.85), "highest threshold with recall >= 0.5 on 4 photos")
+    assert choose_threshold(np.array([1, 0]), np.array([0.2, 0.3]))[0] == 0.2  # no lower score: the score
     assert choose_threshold(np.array([1, 1]), np.array([0.2, 0.3]), on="the site")[0] == 0.5
 
 
@@ -86,8 +89,9 @@ def test_calibrate_writes_a_copy_with_the_sites_threshold_and_never_touches_the_
     site_scores = CrackClassifier(model).predict(
         np.stack([np.full((32, 32, 3), level, np.uint8) for level in CRACK_LEVELS + CLEAN_LEVELS]))
     contract = found.card.contract
-    assert contract.threshold == pytest.approx(site_scores[:len(CRACK_LEVELS)].min())  # the weakest crack
-    assert contract.threshold > site_scores[len(CRACK_LEVELS):].max() > 0.6 > 0.5  # above every clean photo
+    weakest_crack, strongest_clean = site_scores[:len(CRACK_LEVELS)].min(), site_scores[len(CRACK_LEVELS):].max()
+    assert strongest_clean > 0.6 > 0.5  # the site's clean photos are cracks at the model's threshold
+    assert contract.threshold == pytest.approx((weakest_crack + strongest_clean) / 2)  # midway between
     assert contract.threshold_rule == "best F1 on 12 labelled photos of site bridge"
     record = contract.extra["site_calibration"]
     assert (record["site"], record["photos"], record["crack"], record["no_crack"]) == ("bridge", 12, 6, 6)
@@ -120,8 +124,8 @@ def test_target_recall_and_a_named_site_and_out(edge_models, site, tmp_path):
     result = run_calibrate(CalibrateOptions(model=edge_models["fp32"], data=(str(site),), out=out,
                                             site="Bridge 12", target_recall=0.5, show_progress=False))
     contract = read_model_card(out).card.contract
-    half = sorted(darkness(level) for level in CRACK_LEVELS)[3]  # the 3 darkest of 6 cracks reach 0.5
-    assert contract.threshold == pytest.approx(half, abs=1e-4)
+    cracks = sorted(darkness(level) for level in CRACK_LEVELS)  # the 3 darkest of 6 reach recall 0.5:
+    assert contract.threshold == pytest.approx((cracks[3] + cracks[2]) / 2, abs=1e-4)  # midway to the 4th
     assert contract.threshold_rule == "highest threshold with recall >= 0.5 on 12 labelled photos of site Bridge 12"
     assert contract.extra["site_calibration"]["target_recall"] == 0.5
     assert result.calibration.after["recall"] == 0.5 and result.calibration.after["precision"] == 1.0

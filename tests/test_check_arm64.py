@@ -89,6 +89,8 @@ def test_photos_are_taken_half_from_each_class_then_from_crackforest(tmp_path):
 
 def test_markdown_names_each_cpu_and_the_verdict():
     check = {"device": "Raspberry Pi 4", "passed": False,
+             "environment": {"python": "3.13.5", "numpy": "2", "opencv": "5",
+                             "interpreter": {"package": "ai_edge_litert", "version": "2"}},
              "fp32": {"max_abs_diff": 0.0},
              "int8": {"max_abs_diff": 0.2, "mean_abs_diff": 0.01, "identical": 1,
                       "flipped": [{"x86_64_from_threshold": 0.25}],
@@ -104,4 +106,5 @@ def test_markdown_names_each_cpu_and_the_verdict():
     text = markdown(result)
     assert "| cortex-a72 (Raspberry Pi 4) | 0 | 0.2000 | 0.0100 | 1 of 2 | 1 (1) | not available | NO |" in text
     assert "within 0.2500 of the threshold" in text
+    assert "Debian 12.0 arm64 (Python 3.13.5," in text
     assert "Overall: FAILED." in text

@@ -294,3 +294,24 @@ def test_damaged_and_intact_photos_decoded_side_by_side_each_get_their_own_verdi
             by_itself = score(edge_models["int8"], [path], tmp_path / "alone.csv", overwrite=True)
             assert by_itself[path].probability == rows[path].probability
     assert "Corrupt JPEG data" not in capfd.readouterr().err  # the verdicts are rows, not noise
+
+
+# --- the benchmark runs ---------------------------------------------------------------------------
+
+def test_the_survey_photos_benchmark_writes_its_figures(edge_models, tmp_path):
+    from benchmarks import survey_photos
+
+    out = tmp_path / "survey.json"
+    survey_photos.main(["--photo-size", "300", "400", "--photos", "3", "--decode-photos", "1",
+                        "--rounds", "1", "--runs", "2", "--skip-memory", "--parity-photos", "2",
+                        "--model", str(edge_models["int8"]), "--out", str(out)])
+    saved = json.loads(out.read_text())
+    assert saved["photo_size"] == [400, 300] and saved["reduction"] == 8  # 300 >= 8 x 32
+    assert saved["limit_ms"] == pytest.approx(saved["bare_median_ms"]
+                                              + saved["reduced_decode_ms"] / saved["machine"]["cores"])
+    assert saved["score_limit_ratio"] == pytest.approx(saved["rounds"][0]["score_fps"]
+                                                       / saved["rounds"][0]["limit_fps"])
+    (parity,) = saved["decode_parity"]
+    assert parity["input_size"] == 32 and parity["sets"]["survey mosaics"]["photos"] == 2
+    assert 0 <= parity["sets"]["survey mosaics"]["max_abs_dp"] < 0.05
+    assert saved["machine"]["other_processes_cores"] >= 0

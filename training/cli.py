@@ -90,6 +90,22 @@ def data_patches(
         typer.echo(line)
 
 
+@data_app.command("from-labels")
+def data_from_labels(
+    labels: list[str] = typer.Option(..., "--labels", metavar="DIR/labels.csv",
+                                     help="A labels template of `crack-edge score/stream --collect DIR`, its "
+                                          "label column filled in (crack / no_crack); repeatable."),
+    out: str = typer.Option(..., "--out", metavar="DIR", help="Folder to copy the images to: crack/ and no_crack/."),
+) -> None:
+    """Sort collected images into crack/ and no_crack/ by their filled-in labels (for --init)."""
+    from pathlib import Path
+
+    from edge.collect import sort_labelled
+
+    for line in sort_labelled([Path(path) for path in labels], Path(out)).lines():
+        typer.echo(line)
+
+
 @app.command("train")
 def train_command(
     data: str | None = typer.Option(None, "--data", metavar="DIR",

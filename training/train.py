@@ -71,7 +71,7 @@ def fit_phases(layout: RunLayout, options: TrainOptions, splits: Splits, stopper
     Returns (model, WeightsResult)."""
     import keras
 
-    from training.adapt import starting_model
+    from training.adapt import adapt_batchnorm, starting_model
     from training.model import load_weights_quietly, parameter_counts, unfreeze_from
 
     keras.utils.set_random_seed(options.seed)
@@ -79,6 +79,10 @@ def fit_phases(layout: RunLayout, options: TrainOptions, splits: Splits, stopper
     with strategy.scope():
         model, base, weights = starting_model(options)  # new, or the --init run's
     _describe_model(model, weights)
+    if options.init is not None:  # a checkpoint loaded below (on --resume) replaces these again
+        count = adapt_batchnorm(model, splits["train"], options.img_size, options.batch_size)
+        say(f"BatchNorm statistics of {count} layers re-estimated on the {len(splits['train'])} "
+            "training images of the new surface")
     plan = plan_for(options, weights.pretrained)
     fit = _phase_fitter(model, layout, options, splits, stopper,
                         options.batch_size * strategy.num_replicas_in_sync)
