@@ -18,7 +18,7 @@ NAME     ?=
 # The accuracy gate of `crack convert` in percentage points; empty: the converter's own default.
 MAX_DROP ?=
 
-.PHONY: setup train convert test test-fast test-integration bench demo-data clean help
+.PHONY: setup train convert test test-fast test-integration check-arm64 bench demo-data clean help
 
 help:
 	@echo "make train convert   train on DATA (default: generated demo data) and convert runs/latest to TFLite"
@@ -26,6 +26,7 @@ help:
 	@echo "make test-fast       the tests not marked slow (no ResNet50V2 builds), for quick loops"
 	@echo "make test-integration  tests against a real MQTT broker and headless Chromium (CI runs both)"
 	@echo "make bench           run the benchmarks (slow; see benchmarks/README.md)"
+	@echo "make check-arm64     crack-edge score and verify on arm64 (Debian arm64 under qemu-user; root) against this machine"
 	@echo "overrides: DATA=dir EPOCHS=n IMG_SIZE=px WEIGHTS=auto|imagenet|none|file RUN=runs/NAME MAX_DROP=pp"
 
 setup: $(STAMP)
@@ -58,6 +59,10 @@ test-fast: setup
 # Tests against real outside programs (an MQTT broker, headless Chromium): .ci/run installs them.
 test-integration: setup
 	$(BIN)/python -m pytest -m integration
+
+# arm64 proven here (needs root; first run about 20 min on 2 cores, later about 8): edge/DEVICE.md
+check-arm64: setup
+	bash benchmarks/check_arm64.sh $(ARM64_ARGS)
 
 bench: setup
 	$(BIN)/python -m benchmarks.run_all

@@ -22,7 +22,9 @@ STEPS = [
     ("scaling: 100 / 1,000 / 5,000 images", ["benchmarks.scaling"]),
     ("training input pipeline vs model", ["benchmarks.input_pipeline"]),
     ("real data: surface_crack and crackforest", ["benchmarks.real_data"]),
+    ("adapting to a new surface: concrete <-> asphalt", ["benchmarks.adapt_surface"]),
 ]
+REAL_DATA_TRAINING = ("benchmarks.real_data", "benchmarks.adapt_surface")  # --skip-real-data
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     failed = []
     for title, module in STEPS:
-        if args.skip_real_data and module[0] == "benchmarks.real_data":
+        if args.skip_real_data and module[0] in REAL_DATA_TRAINING:
             continue
         print(f"\n=== {title} ===", flush=True)
         if subprocess.run([sys.executable, "-m", *module]).returncode:

@@ -5,6 +5,7 @@
   bench   interpreter and pipeline speed on this device
   report  a results file -> one self-contained HTML page for an inspector
   geojson a results file -> GeoJSON points of the photos with GPS
+  calibrate  a site's labelled photos -> a copy of the model with the site's own threshold
 
 This is the only module of `edge` that knows typer: every command is a thin layer that turns its
 options into the engine's options dataclass (``ScoreOptions``, ``StreamOptions``, ``BenchOptions``)

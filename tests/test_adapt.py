@@ -13,8 +13,8 @@ import pytest
 
 from edge.model_metadata import file_sha256, read_model_card
 from fixtures_training import TINY_SIZE, run_crack
-from training.adapt import (INIT_FINE_TUNE_AT, INIT_HEAD_EPOCHS, INIT_LR_DIVISOR, options_from_parent,
-                            starting_model)
+from training.adapt import (INIT_FINE_TUNE_AT, INIT_HEAD_EPOCHS, INIT_LR_DIVISOR, adapt_batchnorm,
+                            options_from_parent, starting_model)
 from training.options import TrainOptions
 
 
@@ -80,6 +80,32 @@ def test_the_starting_model_is_the_parents_classifier_weight_for_weight(tiny_run
 
 
 @pytest.mark.slow
+def test_batchnorm_statistics_become_the_new_surfaces_alone(tiny_run, new_surface, tmp_path):
+    """AdaBN: the moving statistics are replaced (the parent's leave no trace: doing it twice gives
+    the same as once), no weight is learnt, and the momentum is given back."""
+    import keras
+
+    options = options_from_parent(TrainOptions(data=tmp_path, init=tiny_run), img_size=None)
+    model, _, _ = starting_model(options)
+    norms = [w for w in model.weights if "moving_" in w.path]
+    learnt = [w for w in model.weights if "moving_" not in w.path]
+    before = [np.array(w) for w in norms]
+    kept = [np.array(w) for w in learnt]
+    items = [(str(path), int(path.parent.name == "crack")) for path in sorted(new_surface.rglob("*.png"))]
+    momenta = {layer.name: layer.momentum for layer in model.get_layer("resnet50v2").layers
+               if isinstance(layer, keras.layers.BatchNormalization)}
+
+    assert adapt_batchnorm(model, items, TINY_SIZE, batch_size=6) == len(momenta) == 49  # 3 batches
+    once = [np.array(w) for w in norms]
+    assert all(not np.allclose(a, b) for a, b in zip(before, once))
+    assert all(np.array_equal(a, np.array(w)) for a, w in zip(kept, learnt))
+    adapt_batchnorm(model, items, TINY_SIZE, batch_size=6)
+    assert all(np.allclose(a, np.array(w), atol=1e-5) for a, w in zip(once, norms))
+    assert {layer.name: layer.momentum for layer in model.get_layer("resnet50v2").layers
+            if isinstance(layer, keras.layers.BatchNormalization)} == momenta
+
+
+@pytest.mark.slow
 def test_an_init_run_trains_records_its_parent_and_converts(tiny_run, new_surface, tmp_path):
     runs = tmp_path / "runs"
     result = run_crack("train", "--init", tiny_run, "--data", new_surface, "--runs-dir", runs,
@@ -98,6 +124,8 @@ def test_an_init_run_trains_records_its_parent_and_converts(tiny_run, new_surfac
     contract = json.loads((run / "contract.json").read_text())
     assert contract["extra"]["parent_run"] == parent and contract["input_size"] == TINY_SIZE
     log = (run / "train.log").read_text()
+    train_count = metrics["split_sizes"]["train"]
+    assert f"BatchNorm statistics of 49 layers re-estimated on the {train_count} training images" in log
     assert "phase 1: head only, base frozen, 1 epoch(s)" in log
     assert "phase 2: fine-tuning base layers 154..189" in log and "learning rate 0.0001" in log
     assert file_sha256(tiny_run / "model.keras") == parent["model_sha256"]  # the parent is untouched
