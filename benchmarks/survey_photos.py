@@ -9,8 +9,12 @@ its limit:
   time plus the reduced decode cost spread over the cores;
 - `score`'s rate (in-process ``run_score`` with default options, writing its CSV), its ratio to the
   limit (target at least 0.90) and to bare invoke;
+- the same in CPU time, which other processes on a shared machine change far less than the
+  rates: CPU ms per photo of bare invoke plus reduced decode against `score`'s (1.0: the pipeline
+  wastes nothing; wall-clock rates need the cores free to reach the limit);
 - peak memory (resident set of a fresh `crack-edge score` process) on one 12, 24 and 48 MP photo,
-  whole and in 2x3 tiles: it stays flat as photos grow.
+  whole and in 2x3 tiles: it stays flat as photos grow;
+- |probability from the reduced decode - from a full decode| per model and set of photos.
 
     python -m benchmarks.survey_photos [--photos 32] [--rounds 5] [--model M.tflite] [--skip-memory]
 
@@ -112,30 +116,39 @@ def decode_costs(photos: list[Path], size: int) -> dict:
     reduced decode ``load_for_model`` does now (file read, header and EXIF included in both)."""
     from edge.preprocess import ImageFile, frame_to_rgb, load_for_model, resize_for_model
 
-    full, reduced = [], []
+    full, reduced, reduced_cpu = [], [], []
     for path in photos:
         started = time.perf_counter()
         with ImageFile(path) as image:
             frame_to_rgb(resize_for_model(image.decode_stored(1), size))
-        middle = time.perf_counter()
+        middle, cpu = time.perf_counter(), process_cpu_ms()
         load_for_model(path, size)
         reduced.append((time.perf_counter() - middle) * 1000.0)
+        reduced_cpu.append(process_cpu_ms() - cpu)
         full.append((middle - started) * 1000.0)
     with ImageFile(photos[0]) as image:
         reduction = image.reduction_for(min(image.upright_size), size)
     return {"full_decode_ms": median_of(full), "reduced_decode_ms": median_of(reduced),
-            "reduction": reduction}
+            "reduced_decode_cpu_ms": median_of(reduced_cpu), "reduction": reduction}
+
+
+def process_cpu_ms() -> float:
+    """CPU time this process (all its threads) has used, in ms."""
+    times = os.times()
+    return (times.user + times.system) * 1000.0
 
 
 def score_rate(model: Path, folder: Path, out: Path) -> dict:
     """`crack-edge score` with default options, in-process: photos per second and its summary."""
     from edge.score import ScoreOptions, run_score
 
+    cpu = process_cpu_ms()
     summary = run_score(ScoreOptions(model=model, inputs=(str(folder),), out=out, overwrite=True,
                                      show_progress=False), say=lambda line: None)
     if summary.errors:
         raise SystemExit(f"error: {summary.errors} photo(s) failed to score; see {out}")
-    return {"score_fps": summary.images_per_second, "threads": summary.threads}
+    return {"score_fps": summary.images_per_second, "threads": summary.threads,
+            "score_cpu_ms": (process_cpu_ms() - cpu) / summary.scored}
 
 
 def paired_rounds(model: Path, photos: list[Path], folder: Path, rounds: int, runs: int,
@@ -147,8 +160,9 @@ def paired_rounds(model: Path, photos: list[Path], folder: Path, rounds: int, ru
     cores = os.cpu_count() or 1
     results = []
     for index in range(rounds):
-        mark = cpu_mark()
+        mark, cpu = cpu_mark(), process_cpu_ms()
         bare = bare_invoke(classifier, runs)
+        bare_cpu_ms = (process_cpu_ms() - cpu) / (runs + 3)  # bare_invoke warms up with 3
         costs = decode_costs(photos[:decode_photos], classifier.input_size)
         scored = score_rate(model, folder, WORK / f"results_{os.getpid()}.csv")
         limit_ms = bare["median_ms"] + costs["reduced_decode_ms"] / cores
@@ -158,6 +172,9 @@ def paired_rounds(model: Path, photos: list[Path], folder: Path, rounds: int, ru
                         "score_limit_ratio": scored["score_fps"] / limit_fps,
                         "score_bare_ratio": scored["score_fps"] / bare["fps"],
                         "decode_speedup": costs["full_decode_ms"] / costs["reduced_decode_ms"],
+                        "bare_cpu_ms": bare_cpu_ms,
+                        "score_cpu_ratio": (bare_cpu_ms + costs["reduced_decode_cpu_ms"])
+                        / scored["score_cpu_ms"],
                         "other_processes_cores": other_processes_cores(mark)})
         print(f"round {index + 1}: bare {bare['median_ms']:.1f} ms, decode full "
               f"{costs['full_decode_ms']:.1f} ms / reduced {costs['reduced_decode_ms']:.1f} ms, "
@@ -271,6 +288,8 @@ def main(argv: list[str] | None = None) -> dict:
                              "(repeatable; the benchmark model is always compared)")
     parser.add_argument("--parity-photos", type=int, default=200,
                         help="at most this many photos of each set in the comparison")
+    parser.add_argument("--skip-parity", action="store_true",
+                        help="leave out the comparison of reduced and full decodes")
     parser.add_argument("--skip-memory", action="store_true",
                         help="leave out the peak memory on 12, 24 and 48 MP photos")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "survey_photos.json",
@@ -293,12 +312,13 @@ def run(args: argparse.Namespace) -> dict:
     memory = [] if args.skip_memory else memory_figures(model, MEMORY_SIZES)
     real = SHARED_DATA / "crackforest" / "image", SHARED_DATA / "surface_crack" / "test"
     parity_sets = {"survey mosaics": photos,
-                   "CrackForest upscaled": upscaled_photos(WORK / "upscaled", args.parity_photos,
-                                                           height, width),
+                   "CrackForest upscaled": [] if args.skip_parity else upscaled_photos(
+                       WORK / "upscaled", args.parity_photos, height, width),
                    "CrackForest 480x320 as is": sorted(real[0].glob("*.jpg")),
                    "surface_crack test 224x224": sorted(real[1].glob("*/*.jpg"))}
-    parity = [decode_parity(m, {name: paths[:args.parity_photos] for name, paths in parity_sets.items()})
-              for m in (model, *args.parity_model)]
+    parity = [] if args.skip_parity else [
+        decode_parity(m, {name: paths[:args.parity_photos] for name, paths in parity_sets.items()})
+        for m in (model, *args.parity_model)]
     result = {"model": str(model), "photos": len(photos), "photo_size": [width, height],
               "photo_mb": median_of([p.stat().st_size / 1e6 for p in photos]),
               "photo_source": "mosaics of crackforest/image at their own resolution, JPEG q92",
@@ -315,18 +335,24 @@ def run(args: argparse.Namespace) -> dict:
         ["limit, photos/s", f"{figures['limit_fps']:.1f}"],
         ["score, photos/s", f"{figures['score_fps']:.1f}"],
         [f"score / limit (target >= {LIMIT_TARGET:.2f})", f"{figures['score_limit_ratio']:.2f}"],
-        ["score / bare invoke", f"{figures['score_bare_ratio']:.2f}"]])
+        ["score / bare invoke", f"{figures['score_bare_ratio']:.2f}"],
+        ["CPU ms per photo: bare invoke + reduced decode",
+         f"{figures['bare_cpu_ms']:.1f} + {figures['reduced_decode_cpu_ms']:.1f}"],
+        ["CPU ms per photo: score", f"{figures['score_cpu_ms']:.1f}"],
+        ["(bare + decode CPU) / score CPU", f"{figures['score_cpu_ratio']:.2f}"]])
     if memory:
         print()
         print_table(["photo", "file MB", "peak MB", "peak MB, 2x3 tiles"],
                     [[m["photo"], f"{m['file_mb']:.1f}", f"{m['peak_mb']:.0f}",
                       f"{m['peak_mb_tiles_2x3']:.0f}"] for m in memory])
-    print()
-    print_table(["|p reduced - p full|", "model px", "photos", "reduction", "max", "mean",
-                 "labels changed"],
-                [[name, str(check["input_size"]), str(f["photos"]), f"1/{f['reduction']}",
-                  f"{f['max_abs_dp']:.4f}", f"{f['mean_abs_dp']:.4f}", str(f["labels_changed"])]
-                 for check in parity for name, f in check["sets"].items()])
+    if parity:
+        print()
+        print_table(["|p reduced - p full|", "model", "px", "photos", "reduction", "max",
+                     "mean", "labels changed"],
+                    [[name, "/".join(Path(check["model"]).parts[-2:]), str(check["input_size"]),
+                      str(f["photos"]), f"1/{f['reduction']}", f"{f['max_abs_dp']:.4f}",
+                      f"{f['mean_abs_dp']:.4f}", str(f["labels_changed"])]
+                     for check in parity for name, f in check["sets"].items()])
     result["machine"] = machine_info(since=mark)
     print(f"machine: {describe_machine(result['machine'])}")
     args.out.parent.mkdir(parents=True, exist_ok=True)

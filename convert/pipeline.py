@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
+import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, replace
@@ -382,6 +384,29 @@ class Converter:
         if report["failed"]:
             self.say(f"[red]failed the gate: {', '.join(report['failed'])}[/] (exit code {EXIT_GATE_FAILED})")
         self.say(f"report: {paths['md']}")
+        if report["recommended"] and not report["failed"]:
+            for line in next_steps(self.out_dir / report["recommended_file"]):
+                self.console.print(line, highlight=False, markup=False, soft_wrap=True)
+
+
+def _shown(path: Path) -> Path:
+    """``path`` relative to the current folder when it lies below it."""
+    path = Path(path).absolute()
+    return path.relative_to(Path.cwd()) if Path.cwd() in path.parents else path
+
+
+def next_steps(model: Path) -> list[str]:
+    """What to do with the deployable model: the lines `crack convert` ends with when it passes."""
+    edge_cli = Path(sys.executable).with_name("crack-edge")
+    edge = "crack-edge" if shutil.which("crack-edge") or not edge_cli.is_file() else str(_shown(edge_cli))
+    model = _shown(model)
+    golden = golden_path(model)
+    return ["next:",
+            f"  score a folder   {edge} score --model {model} PHOTOS/ --out results.csv",
+            f"  stream a camera  {edge} stream --model {model} --source 0 --events events.jsonl",
+            f"  copy to a Pi     scp {model} {golden} pi@HOST:/opt/crackkit/models/",
+            "                   then on the Pi: crack-edge verify --model "
+            f"/opt/crackkit/models/{model.name}  (see edge/DEVICE.md)"]
 
 
 def run_convert(options: ConvertOptions, console: Console | None = None) -> int:

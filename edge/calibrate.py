@@ -24,8 +24,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from edge.atomic_files import write_bytes_atomic
 from edge.classifier import CrackClassifier
 from edge.contract import GoldenReference, ModelCard, ModelContract

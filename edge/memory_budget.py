@@ -1,7 +1,8 @@
 """A memory budget shared by the decode workers, so that they do not multiply the peak.
 
-Each decode asks for the bytes it will hold (``ImageFile.cost``) before it reads the file and
-gives them back when its pixels are no longer needed. Requests are served strictly in order:
+Each decode asks for the bytes it will hold (``ImageFile.cost(reduction)``: a JPEG decoded at
+reduced scale asks for that much less) before it reads the file and gives them back when its
+pixels are no longer needed. Requests are served strictly in order:
 the decodes run ahead of a consumer that takes results in input order, so a later file must
 never take the memory an earlier one is waiting for (that would deadlock). A request larger than
 the whole budget is served alone, once everything else has been given back. ``close`` wakes every

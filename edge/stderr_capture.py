@@ -117,10 +117,11 @@ def call_capturing_stderr(function: Callable[[], T]) -> tuple[T, str]:
         try:
             while _sink.alone or _sink.together:
                 _sink.condition.wait()
+            _sink.redirect()
+            _sink.alone = True
         finally:
             _sink.alone_waiting -= 1
-        _sink.alone = True
-        _sink.redirect()
+            _sink.condition.notify_all()  # if redirect failed, the calls held back for this one go on
     try:
         result = function()
     finally:

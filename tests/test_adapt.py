@@ -81,8 +81,9 @@ def test_the_starting_model_is_the_parents_classifier_weight_for_weight(tiny_run
 
 @pytest.mark.slow
 def test_batchnorm_statistics_become_the_new_surfaces_alone(tiny_run, new_surface, tmp_path):
-    """AdaBN: the moving statistics are replaced (the parent's leave no trace: doing it twice gives
-    the same as once), no weight is learnt, and the momentum is given back."""
+    """AdaBN: every moving statistic is replaced, also in the blocks the parent saved frozen (the
+    tiny run fine-tuned conv5 only); the parent's leave no trace (doing it twice gives the same as
+    once); no weight is learnt; the momentum and the frozen flags are given back."""
     import keras
 
     options = options_from_parent(TrainOptions(data=tmp_path, init=tiny_run), img_size=None)
@@ -92,17 +93,20 @@ def test_batchnorm_statistics_become_the_new_surfaces_alone(tiny_run, new_surfac
     before = [np.array(w) for w in norms]
     kept = [np.array(w) for w in learnt]
     items = [(str(path), int(path.parent.name == "crack")) for path in sorted(new_surface.rglob("*.png"))]
-    momenta = {layer.name: layer.momentum for layer in model.get_layer("resnet50v2").layers
-               if isinstance(layer, keras.layers.BatchNormalization)}
+    def settings():
+        return {layer.name: (layer.momentum, layer.trainable) for layer in model.get_layer("resnet50v2").layers
+                if isinstance(layer, keras.layers.BatchNormalization)}
+
+    momenta = settings()
+    assert sum(not trainable for _, trainable in momenta.values()) > 30  # conv1..conv4 saved frozen
 
     assert adapt_batchnorm(model, items, TINY_SIZE, batch_size=6) == len(momenta) == 49  # 3 batches
     once = [np.array(w) for w in norms]
-    assert all(not np.allclose(a, b) for a, b in zip(before, once))
+    assert all(not np.array_equal(a, b) for a, b in zip(before, once))  # every statistic replaced
     assert all(np.array_equal(a, np.array(w)) for a, w in zip(kept, learnt))
     adapt_batchnorm(model, items, TINY_SIZE, batch_size=6)
     assert all(np.allclose(a, np.array(w), atol=1e-5) for a, w in zip(once, norms))
-    assert {layer.name: layer.momentum for layer in model.get_layer("resnet50v2").layers
-            if isinstance(layer, keras.layers.BatchNormalization)} == momenta
+    assert settings() == momenta
 
 
 @pytest.mark.slow
