@@ -14,9 +14,12 @@ its limit:
   wastes nothing; wall-clock rates need the cores free to reach the limit);
 - peak memory (resident set of a fresh `crack-edge score` process) on one 12, 24 and 48 MP photo,
   whole and in 2x3 tiles: it stays flat as photos grow;
-- |probability from the reduced decode - from a full decode| per model and set of photos.
+- with ``--parity-model``: |probability from the reduced decode - from a full decode| of trained
+  models on the survey photos, CrackForest photos upscaled to 12 MP and as they are (480x320),
+  and the surface_crack test photos (224x224).
 
     python -m benchmarks.survey_photos [--photos 32] [--rounds 5] [--model M.tflite] [--skip-memory]
+        [--parity-model runs/NAME/tflite/model_int8.tflite ...]
 
 The photos are mosaics of the real CrackForest photos at their own resolution (a real photo's
 detail and file size, about 3.4 MB, unlike an upscaled photo), written once to benchmarks/work.
@@ -284,12 +287,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--photo-size", type=int, nargs=2, default=PHOTO_SIZE,
                         metavar=("HEIGHT", "WIDTH"), help="size of the survey photos")
     parser.add_argument("--parity-model", type=Path, action="append", default=[],
-                        help="also compare this model's probabilities from reduced and full decodes "
-                             "(repeatable; the benchmark model is always compared)")
+                        help="a trained .tflite whose probabilities from reduced and full decodes "
+                             "are compared (repeatable; the random-weight benchmark model's output "
+                             "barely moves, so it is not)")
     parser.add_argument("--parity-photos", type=int, default=200,
                         help="at most this many photos of each set in the comparison")
-    parser.add_argument("--skip-parity", action="store_true",
-                        help="leave out the comparison of reduced and full decodes")
     parser.add_argument("--skip-memory", action="store_true",
                         help="leave out the peak memory on 12, 24 and 48 MP photos")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "survey_photos.json",
@@ -312,13 +314,12 @@ def run(args: argparse.Namespace) -> dict:
     memory = [] if args.skip_memory else memory_figures(model, MEMORY_SIZES)
     real = SHARED_DATA / "crackforest" / "image", SHARED_DATA / "surface_crack" / "test"
     parity_sets = {"survey mosaics": photos,
-                   "CrackForest upscaled": [] if args.skip_parity else upscaled_photos(
-                       WORK / "upscaled", args.parity_photos, height, width),
+                   "CrackForest upscaled": upscaled_photos(WORK / "upscaled", args.parity_photos,
+                                                           height, width) if args.parity_model else [],
                    "CrackForest 480x320 as is": sorted(real[0].glob("*.jpg")),
                    "surface_crack test 224x224": sorted(real[1].glob("*/*.jpg"))}
-    parity = [] if args.skip_parity else [
-        decode_parity(m, {name: paths[:args.parity_photos] for name, paths in parity_sets.items()})
-        for m in (model, *args.parity_model)]
+    parity = [decode_parity(m, {name: paths[:args.parity_photos] for name, paths in parity_sets.items()})
+              for m in args.parity_model]
     result = {"model": str(model), "photos": len(photos), "photo_size": [width, height],
               "photo_mb": median_of([p.stat().st_size / 1e6 for p in photos]),
               "photo_source": "mosaics of crackforest/image at their own resolution, JPEG q92",
@@ -339,7 +340,8 @@ def run(args: argparse.Namespace) -> dict:
         ["CPU ms per photo: bare invoke + reduced decode",
          f"{figures['bare_cpu_ms']:.1f} + {figures['reduced_decode_cpu_ms']:.1f}"],
         ["CPU ms per photo: score", f"{figures['score_cpu_ms']:.1f}"],
-        ["(bare + decode CPU) / score CPU", f"{figures['score_cpu_ratio']:.2f}"]])
+        ["(bare + decode CPU) / score CPU", f"{figures['score_cpu_ratio']:.2f}"],
+        ["other processes' cores meanwhile", f"{median_of([r['other_processes_cores'] or 0.0 for r in figures['rounds']]):.2f}"]])
     if memory:
         print()
         print_table(["photo", "file MB", "peak MB", "peak MB, 2x3 tiles"],

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from edge.preprocess import load_image
-from training.demo_data import (CLASSES, COMPLETE_MARKER, README_NAME, DemoOptions,
-                                generate_demo, render)
+from training.demo_data import (CENTRAL_BOX, CLASSES, COMPLETE_MARKER, DEFAULT_COUNT, README_NAME,
+                                DemoOptions, generate_demo, render)
 
 ROOT = Path(__file__).resolve().parents[1]
 LUMA = np.array([0.299, 0.587, 0.114])
@@ -142,6 +142,30 @@ def test_every_crack_is_a_visible_thin_dark_connected_structure(samples):
         darker = luma[ring].mean() - luma[core > 0].mean()
         assert darker > 0.5 * luma.std(), f"crack {i} is not darker than its surroundings"
     assert all(not s.crack_mask.any() for s in samples["no_crack"])
+
+
+def test_every_crack_runs_through_the_middle_of_the_image(samples):
+    """A photo of a crack shows it, not only a sliver along a border (the first generator had
+    cracks that never entered the middle 60%)."""
+    size = 128
+    lo, hi = (int(round(f * size)) for f in CENTRAL_BOX)
+    for i, sample in enumerate(samples["crack"]):
+        core = sample.crack_mask > 0.5
+        assert core[lo:hi, lo:hi].sum() >= 0.15 * size, f"crack {i} keeps to the border"
+
+
+def test_the_default_demo_set_has_a_test_split_of_at_least_300_images():
+    """One test image must not be a whole percentage point of accuracy (600 images gave 90)."""
+    from training.data import SplitFractions, split_items
+    from training.options import TrainOptions
+
+    defaults = TrainOptions()
+    items = [(f"{cls}_{i:05d}.png", label) for cls, label in (("crack", 1), ("no_crack", 0))
+             for i in range(DEFAULT_COUNT)]
+    splits = split_items(items, SplitFractions(defaults.val_fraction, defaults.test_fraction),
+                         seed=defaults.seed)
+    assert len(splits["test"]) >= 300
+    assert sum(label for _, label in splits["test"]) == len(splits["test"]) // 2
 
 
 def test_distractors_appear_in_both_classes(samples):

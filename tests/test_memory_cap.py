@@ -49,7 +49,7 @@ def big_inputs(tmp_path_factory) -> dict[str, Path]:
     (folder / "pair" / "a.jpg").write_bytes(photo.read_bytes())
     pngs = folder / "png_pair"
     pngs.mkdir()
-    png_bomb(pngs / "a.png", 7000, 7000)  # 49 MP each: not serialised like JPEG decodes are
+    png_bomb(pngs / "a.png", 7000, 7000)  # 49 MP each, decoded whole (a JPEG this size is read at 1/8)
     (pngs / "b.png").write_bytes((pngs / "a.png").read_bytes())
     return {"bomb": png_bomb(folder / "bomb.png", 20000, 20000), "photo": photo,
             "pair": second.parent, "png pair": pngs}

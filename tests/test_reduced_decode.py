@@ -304,7 +304,8 @@ def test_the_survey_photos_benchmark_writes_its_figures(edge_models, tmp_path):
     out = tmp_path / "survey.json"
     survey_photos.main(["--photo-size", "300", "400", "--photos", "3", "--decode-photos", "1",
                         "--rounds", "1", "--runs", "2", "--skip-memory", "--parity-photos", "2",
-                        "--model", str(edge_models["int8"]), "--out", str(out)])
+                        "--model", str(edge_models["int8"]), "--parity-model", str(edge_models["fp32"]),
+                        "--out", str(out)])
     saved = json.loads(out.read_text())
     assert saved["photo_size"] == [400, 300] and saved["reduction"] == 8  # 300 >= 8 x 32
     assert saved["limit_ms"] == pytest.approx(saved["bare_median_ms"]

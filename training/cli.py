@@ -38,7 +38,7 @@ app.add_typer(data_app, name="data")
 def data_demo(
     out: str = typer.Option(..., "--out", metavar="DIR",
                             help="Folder to write crack/, no_crack/, README.txt and .complete to."),
-    count: int = typer.Option(300, "--count", help="Images per class."),
+    count: int = typer.Option(1000, "--count", help="Images per class."),
     size: int = typer.Option(128, "--size", help="Image side in pixels (square images)."),
     seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives identical files."),
 ) -> None:
