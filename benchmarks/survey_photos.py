@@ -351,7 +351,7 @@ def run(args: argparse.Namespace) -> dict:
         print()
         print_table(["|p reduced - p full|", "model", "px", "photos", "reduction", "max",
                      "mean", "labels changed"],
-                    [[name, "/".join(Path(check["model"]).parts[-2:]), str(check["input_size"]),
+                    [[name, "/".join(Path(check["model"]).parts[-3:]), str(check["input_size"]),
                       str(f["photos"]), f"1/{f['reduction']}", f"{f['max_abs_dp']:.4f}",
                       f"{f['mean_abs_dp']:.4f}", str(f["labels_changed"])]
                      for check in parity for name, f in check["sets"].items()])
