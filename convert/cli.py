@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from convert.gate import DEFAULT_MAX_DROP
+from convert.gate import DEFAULT_MAX_DROP, DEMO_MAX_DROP
 from convert.modes import MODES
 from convert.options import DEFAULT_CALIBRATION_SIZE, DEFAULT_LATENCY_RUNS, DEFAULT_REFERENCE_IMAGES
 
@@ -24,7 +24,7 @@ def convert_command(
         help="Calibrate on images (e.g. deployment-camera frames) from this folder instead."),
     max_drop: float | None = typer.Option(
         None, "--max-drop", metavar="PP",
-        show_default=f"{DEFAULT_MAX_DROP:g}",
+        show_default=f"{DEFAULT_MAX_DROP:g}, {DEMO_MAX_DROP:g} for runs on the generated demo data",
         help="Largest allowed loss vs Keras, in percentage points of accuracy and of F1."),
     recover: bool = typer.Option(
         True, "--recover/--no-recover",

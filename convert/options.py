@@ -38,7 +38,7 @@ class ConvertOptions:
     modes: tuple[str, ...] = MODES
     calibration_size: int = DEFAULT_CALIBRATION_SIZE
     calibration_dir: Path | None = None
-    # percentage points of accuracy, and of F1; None: convert.gate.DEFAULT_MAX_DROP, for every run
+    # percentage points of accuracy, and of F1; None: decided from the run (convert.gate.default_max_drop)
     max_drop: float | None = None
     recover: bool = True  # try selective int8 when full int8 fails the gate
     latency_runs: int = DEFAULT_LATENCY_RUNS

@@ -26,7 +26,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from convert.gate import DEFAULT_MAX_DROP, check_variant, recommend
+from convert.gate import check_variant, default_max_drop, recommend
 from convert.modes import MODE_TABLE, SELECTIVE_MODE, model_filename
 from convert.options import ConvertOptions
 from convert.publish import build_card, card_details, publish, remove_variant
@@ -418,7 +418,7 @@ def run_convert(options: ConvertOptions, console: Console | None = None) -> int:
     if options.max_drop is not None:
         max_drop, reason = options.max_drop, "--max-drop"
     else:
-        max_drop, reason = DEFAULT_MAX_DROP, "default"
+        max_drop, reason = default_max_drop(inputs.layout)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     layout = inputs.layout
     console.print(f"[bold]crack convert[/] run {layout.name} -> {layout.tflite} (modes "
