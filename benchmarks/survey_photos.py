@@ -137,8 +137,7 @@ def decode_costs(photos: list[Path], size: int) -> dict:
 
 def process_cpu_ms() -> float:
     """CPU time this process (all its threads) has used, in ms."""
-    times = os.times()
-    return (times.user + times.system) * 1000.0
+    return time.process_time() * 1000.0
 
 
 def score_rate(model: Path, folder: Path, out: Path) -> dict:
@@ -177,7 +176,7 @@ def paired_rounds(model: Path, photos: list[Path], folder: Path, rounds: int, ru
                         "decode_speedup": costs["full_decode_ms"] / costs["reduced_decode_ms"],
                         "bare_cpu_ms": bare_cpu_ms,
                         "score_cpu_ratio": (bare_cpu_ms + costs["reduced_decode_cpu_ms"])
-                        / scored["score_cpu_ms"],
+                        / max(scored["score_cpu_ms"], 1e-9),
                         "other_processes_cores": other_processes_cores(mark)})
         print(f"round {index + 1}: bare {bare['median_ms']:.1f} ms, decode full "
               f"{costs['full_decode_ms']:.1f} ms / reduced {costs['reduced_decode_ms']:.1f} ms, "

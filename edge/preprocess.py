@@ -35,6 +35,9 @@ still leaves the pixels the model needs: the model input on the image's shorter 
 on the smallest tile's shorter side with ``--tiles`` (``edge.score``). The pixel limit counts the
 pixels actually decoded, so a 48 MP JPEG decoded at 1/8 fits a small ``--max-pixels``.
 A 480x320 photo at 224 px is never reduced (320 < 2 x 224); a 4032x3024 one is read at 1/8.
+Tile boxes stay in full-resolution pixels; a tile is cut from the reduced image at 1/reduction
+(for a mirrored or turned photo whose size is not a multiple of the reduction, up to one reduced
+pixel off, as libjpeg's partial last block lands on the other side).
 The pixels differ a little from a full decode's, so the model contract records which way a model
 was trained (``decode``: ``reduced-jpeg``, or ``full`` for models trained before) and every
 caller passes it on: a model is served the way it was trained.
