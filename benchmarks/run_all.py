@@ -23,6 +23,7 @@ STEPS = [
     ("training input pipeline vs model", ["benchmarks.input_pipeline"]),
     ("real data: surface_crack and crackforest", ["benchmarks.real_data"]),
     ("adapting to a new surface: concrete <-> asphalt", ["benchmarks.adapt_surface"]),
+    ("int8 quality on a marginal model and a healthy one", ["benchmarks.int8_marginal"]),
 ]
 REAL_DATA_TRAINING = ("benchmarks.real_data", "benchmarks.adapt_surface")  # --skip-real-data
 

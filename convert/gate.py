@@ -2,27 +2,21 @@
 ``max_drop`` percentage points of accuracy and of F1 against the Keras model on the same test
 images, under the worst kernel set evaluated on the whole test split; a collapsed variant, a
 conversion error, or a full int8 model that is not integer-only also fails. Then: which variant to
-deploy, and the default ``--max-drop`` for a run.
+deploy.
+
+The default ``--max-drop`` is DEFAULT_MAX_DROP for every run, including the first run on the
+generated demo data (`make train convert`), whose int8 model passes it.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 from convert.modes import MODE_TABLE
 from convert.variant import GateResult, VariantResult
-from training.demo_data import COMPLETE_MARKER
-from training.run_layout import RunLayout, read_split
 
 # Drops are rounded to this many decimals before the comparison so that 1.0 - 0.8 (which is
 # 0.19999999999999996 in binary) counts as exactly 20 points.
 _DECIMALS = 9
 DEFAULT_MAX_DROP = 1.0
-# Runs trained on the generated demo data: a short from-scratch model on a small test split (one
-# image of 90 is 1.1 pp) that is unsure of many images. The issue "Model quality where users are"
-# is to make this unnecessary; then this constant goes.
-DEMO_MAX_DROP = 10.0
 
 
 def drop_pp(reference: float, value: float) -> float:
@@ -67,30 +61,3 @@ def recommend(variants: list[VariantResult]) -> str | None:
         return None
     return min(passed, key=lambda v: (v.size_bytes, v.mode)).mode
 
-
-def demo_data_root(layout: RunLayout) -> Path | None:
-    """The demo data folder the run was trained on (`crack data demo` leaves its marker there,
-    a JSON with the generator version), or None. Found from the run's own test split, so it does
-    not depend on the folder `crack convert` runs from."""
-    try:
-        rows = read_split(layout.split_file("test"))
-    except Exception:  # noqa: BLE001 - check_run reports a bad split; here it just means "no"
-        return None
-    if not rows:
-        return None
-    root = Path(rows[0][0]).parent.parent  # DIR/crack/crack_0001.png -> DIR
-    try:
-        marker = json.loads((root / COMPLETE_MARKER).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return root if isinstance(marker, dict) and "generator_version" in marker else None
-
-
-def default_max_drop(layout: RunLayout) -> tuple[float, str]:
-    """(max drop in pp, why) when --max-drop is not given: DEMO_MAX_DROP for a run trained on
-    the generated demo data, else DEFAULT_MAX_DROP."""
-    demo = demo_data_root(layout)
-    if demo is not None:
-        return DEMO_MAX_DROP, (f"default for runs trained on the generated demo data "
-                               f"({demo.name}/{COMPLETE_MARKER})")
-    return DEFAULT_MAX_DROP, "default"

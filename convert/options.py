@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from convert.modes import MODES
+from convert.modes import MODE_TABLE, MODES, REQUESTABLE
 from edge.errors import UserError
 
 DEFAULT_CALIBRATION_SIZE = 200
@@ -26,10 +26,10 @@ def parse_modes(values: list[str] | tuple[str, ...] | str | None) -> tuple[str, 
         requested.extend(part.strip().lower() for part in value.split(",") if part.strip())
     if not requested:
         raise UserError(f"no modes given; choose from {', '.join(MODES)}")
-    unknown = [mode for mode in requested if mode not in MODES]
+    unknown = [mode for mode in requested if mode not in REQUESTABLE]
     if unknown:
-        raise UserError(f"unknown mode {unknown[0]!r}; choose from {', '.join(MODES)}")
-    return tuple(mode for mode in MODES if mode in requested)
+        raise UserError(f"unknown mode {unknown[0]!r}; choose from {', '.join(REQUESTABLE)}")
+    return tuple(mode for mode in REQUESTABLE if mode in requested)
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class ConvertOptions:
     modes: tuple[str, ...] = MODES
     calibration_size: int = DEFAULT_CALIBRATION_SIZE
     calibration_dir: Path | None = None
-    # percentage points of accuracy, and of F1; None: decided from the run (convert.gate.default_max_drop)
+    # percentage points of accuracy, and of F1; None: convert.gate.DEFAULT_MAX_DROP
     max_drop: float | None = None
     recover: bool = True  # try selective int8 when full int8 fails the gate
     latency_runs: int = DEFAULT_LATENCY_RUNS
@@ -48,6 +48,7 @@ class ConvertOptions:
     selective_max_fraction: float = 0.5  # never keep more than this share of layers in float
     reference_images: int = DEFAULT_REFERENCE_IMAGES  # test images run on the reference kernels
     golden_count: int = 24  # golden inputs kept with each variant for `crack-edge verify`
+    bias_correction: bool = True  # int8: correct the output bias on the calibration images
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "run", Path(self.run))
@@ -73,7 +74,7 @@ class ConvertOptions:
 
     @property
     def needs_calibration(self) -> bool:
-        return "int8" in self.modes
+        return any(MODE_TABLE[mode].representative_dataset for mode in self.modes)
 
     def to_dict(self) -> dict:
         """For the report: names, never build-machine paths."""
@@ -82,4 +83,5 @@ class ConvertOptions:
                 "max_drop": self.max_drop, "recover": self.recover, "latency_runs": self.latency_runs,
                 "threads": self.threads, "seed": self.seed, "debug_samples": self.debug_samples,
                 "selective_max_fraction": self.selective_max_fraction,
-                "reference_images": self.reference_images, "golden_count": self.golden_count}
+                "reference_images": self.reference_images, "golden_count": self.golden_count,
+                "bias_correction": self.bias_correction}

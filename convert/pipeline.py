@@ -26,11 +26,12 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from convert.gate import check_variant, default_max_drop, recommend
+from convert.gate import DEFAULT_MAX_DROP, check_variant, recommend
 from convert.modes import MODE_TABLE, SELECTIVE_MODE, model_filename
 from convert.options import ConvertOptions
 from convert.publish import build_card, card_details, publish, remove_variant
-from convert.quantize import Calibration, ConversionError, TFLiteConverterBackend, input_is_raw_pixels
+from convert.quantize import (Calibration, ConversionError, LiteRTQuantizerBackend, TFLiteConverterBackend,
+                              input_is_raw_pixels)
 from convert.source import ImageSet, RunInputs, check_run
 from convert.variant import KernelEvaluation, ModelDetails, VariantResult
 from edge.contract import GoldenReference, SourceRun
@@ -115,6 +116,9 @@ class Converter:
         self.created = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self.source = SourceRun(name=inputs.layout.name, model_sha256=reference.model_sha256)
         self.backend = TFLiteConverterBackend(reference.model)
+        self.backends = {"converter": self.backend, "litert-quantizer": LiteRTQuantizerBackend(self.backend)}
+        self._bias_corrections: dict[str, dict] = {}  # mode -> convert.output_bias.BiasCorrection
+        self._keras_calibration: np.ndarray | None = None
 
     def say(self, message: str) -> None:
         self.console.print(message, highlight=False)
@@ -177,8 +181,12 @@ class Converter:
         return replace(variant, gate=check_variant(self.reference.metrics, variant, self.max_drop))
 
     def _conversion(self, mode: str, seconds: float) -> dict:
-        conversion = {"converter": self.backend.describe(), **MODE_TABLE[mode].settings(),
+        conversion = {"converter": self.backends[MODE_TABLE[mode].backend].describe(), **MODE_TABLE[mode].settings(),
                       "seconds": round(seconds, 2)}
+        if mode in self._bias_corrections:
+            conversion["output_bias_correction"] = self._bias_corrections[mode]
+        elif MODE_TABLE[mode].output_bias_correction and not self.options.bias_correction:
+            conversion["output_bias_correction"] = False  # --no-bias-correction
         if MODE_TABLE[mode].representative_dataset and self.reference.calibration is not None:
             conversion["calibration"] = self.reference.calibration.to_dict()
         return conversion
@@ -207,13 +215,40 @@ class Converter:
         path = self.out_dir / model_filename(variant.mode)
         return replace(variant, sha256=published.sha256, size_bytes=path.stat().st_size)
 
+    def keras_calibration(self) -> np.ndarray:
+        """The Keras probabilities of the calibration images (computed once)."""
+        from training.keras_inference import keras_probabilities
+
+        if self._keras_calibration is None:
+            self._keras_calibration = keras_probabilities(self.reference.model,
+                                                          self.reference.calibration.images)
+        return self._keras_calibration
+
+    def _correct_output_bias(self, mode: str, content: bytes) -> bytes:
+        """``content`` with convert.output_bias's correction when the mode asks for it."""
+        from convert.output_bias import BiasCorrection, correct_output_bias
+
+        calibration = self.reference.calibration
+        if not (MODE_TABLE[mode].output_bias_correction and self.options.bias_correction
+                and calibration is not None):
+            return content
+        try:
+            content, correction = correct_output_bias(content, calibration.images, self.keras_calibration(),
+                                                      self.options.threads)
+        except Exception as exc:  # noqa: BLE001 - the uncorrected model is still a valid model
+            correction = BiasCorrection(False, f"failed: {first_line(exc)}")
+        self._bias_corrections[mode] = correction.to_dict()
+        return content
+
     def _convert_mode(self, mode: str, index: int, total: int, scratch: Path
                       ) -> tuple[VariantResult, bytes | None]:
         self.say(f"[bold][{index}/{total}] {mode}[/]: {MODE_TABLE[mode].description}")
         started = time.perf_counter()
         try:
             with self.console.status(f"converting {mode}..."):
-                content = self.backend.convert(mode, self.reference.calibration if mode == "int8" else None)
+                calibration = self.reference.calibration if MODE_TABLE[mode].representative_dataset else None
+                content = self.backends[MODE_TABLE[mode].backend].convert(mode, calibration)
+                content = self._correct_output_bias(mode, content)
         except ConversionError as exc:
             self.say(f"  [red]conversion failed[/]: {exc}")
             return self._failed(mode, str(exc), time.perf_counter() - started), None
@@ -241,24 +276,35 @@ class Converter:
             self.say(f"    {evaluation.kernels} kernels: accuracy {evaluation.metrics['accuracy'] * 100:.2f}%, "
                      f"agreement {evaluation.comparison['agreement'] * 100:.1f}%, mean |dp| "
                      f"{evaluation.comparison['mean_abs_prob_diff']:.4f}{subset}")
+        correction = variant.conversion.get("output_bias_correction")
+        if isinstance(correction, dict):
+            before = correction.get("calibration_mean_abs_prob_diff_before")
+            after = correction.get("calibration_mean_abs_prob_diff_after")
+            if correction["applied"]:
+                self.say(f"  output bias corrected: the int8 logit was {correction['logit_shift']:+.3f} off Keras "
+                         f"on {correction['images']} calibration images; their mean |dp| {before:.4f} -> {after:.4f}")
+            else:
+                self.say(f"  output bias not corrected: {correction['reason']}")
+        tensor = variant.details.input
         if variant.mode == "int8":
-            tensor = variant.details.input
             if variant.details.input_raw_pixels:
                 self.say("  int8 input: uint8, scale 1, zero point 0 (raw pixels)")
             else:
                 self.say(f"  [yellow]int8 input: {tensor['dtype']}, scale {tensor['quantization']['scale']:.6g}, "
                          f"zero point {tensor['quantization']['zero_point']} (not raw pixels)[/]")
+        elif MODE_TABLE[variant.mode].backend != "converter":
+            self.say(f"  {variant.mode} input: {tensor['dtype']}, scale {tensor['quantization']['scale']:.6g}, "
+                     f"zero point {tensor['quantization']['zero_point']}")
 
     # --- selective int8 ---------------------------------------------------------------------
     def _recover(self, scratch: Path) -> tuple[VariantResult | None, bytes | None, dict]:
         from convert.evaluate import compare_with_reference, tflite_probabilities
         from convert.selective import recover_int8
-        from training.keras_inference import keras_probabilities
 
         options, contract = self.options, self.inputs.contract
         calibration = self.reference.calibration
         self.say(f"[bold]{SELECTIVE_MODE}[/]: full int8 failed the gate; looking for the layers that lose most")
-        keras_calibration = keras_probabilities(self.reference.model, calibration.images)
+        keras_calibration = self.keras_calibration()
         probe = scratch / "selective_probe.tflite"
 
         def calibration_disagreement(content: bytes) -> tuple[float, float]:
@@ -316,7 +362,8 @@ class Converter:
                     else:  # a selective model from an earlier conversion no longer belongs here
                         remove_variant(self.out_dir, SELECTIVE_MODE)
         finally:
-            self.backend.close()
+            for backend in self.backends.values():
+                backend.close()
         from convert.report import write_reports
 
         report = self._report(variants, selective_summary)
@@ -418,7 +465,7 @@ def run_convert(options: ConvertOptions, console: Console | None = None) -> int:
     if options.max_drop is not None:
         max_drop, reason = options.max_drop, "--max-drop"
     else:
-        max_drop, reason = default_max_drop(inputs.layout)
+        max_drop, reason = DEFAULT_MAX_DROP, "default"
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     layout = inputs.layout
     console.print(f"[bold]crack convert[/] run {layout.name} -> {layout.tflite} (modes "

@@ -1,5 +1,7 @@
 """Keras model -> .tflite bytes for one mode, with TensorFlow's own ``tf.lite.TFLiteConverter``
-(``TFLiteConverterBackend``), configured from the mode table in ``convert.modes``.
+(``TFLiteConverterBackend``), configured from the mode table in ``convert.modes``; the mode
+int8_litert is made by litert-quantizer from the converter's fp32 model instead
+(``LiteRTQuantizerBackend``, the optional `quantizer` extra).
 
 The uint8 input of full int8 should take raw camera pixels with scale 1 and zero point 0: the
 model's first layer does the x/127.5-1 scaling. TFLite does not let us set the input scale; it
@@ -191,3 +193,82 @@ class TFLiteConverterBackend:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
             self._saved_model = None
+
+
+class LiteRTQuantizerBackend:
+    """litert-quantizer (the renamed ai-edge-quantizer, the TF converter's successor for
+    quantisation): static int8 of the fp32 .tflite that ``source`` (the converter) makes, calibrated
+    on the same images through its Python API. Optional: the `quantizer` extra."""
+
+    name = "litert-quantizer"
+
+    def __init__(self, source: TFLiteConverterBackend) -> None:
+        self.source = source
+        self._fp32: bytes | None = None
+
+    @staticmethod
+    def version() -> str | None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("litert-quantizer")
+        except PackageNotFoundError:
+            return None
+
+    def describe(self) -> dict:
+        return {"name": self.name, "litert-quantizer": self.version(),
+                "source": "fp32 .tflite from tf.lite.TFLiteConverter.from_saved_model"}
+
+    def fp32(self) -> bytes:
+        if self._fp32 is None:
+            self._fp32 = self.source.convert("fp32", None)
+        return self._fp32
+
+    def convert(self, mode: str, calibration: Calibration | None) -> bytes:
+        from convert.modes import LITERT_QUANTIZER
+
+        if mode not in MODE_TABLE or MODE_TABLE[mode].backend != LITERT_QUANTIZER:
+            raise ConversionError(f"mode {mode!r} is not made by {self.name}")
+        if calibration is None:
+            raise ConversionError(f"mode {mode} needs calibration images")
+        try:
+            from litert_quantizer import calibrator, quantizer, recipe, recipe_manager
+            from litert_quantizer.utils import qsv_utils
+        except ImportError:
+            raise ConversionError("litert-quantizer is not installed: pip install 'crackkit[quantizer]'") from None
+        fp32 = self.fp32()
+        try:
+            with warnings.catch_warnings(), native_output_captured():
+                warnings.simplefilter("ignore")
+                manager = recipe_manager.RecipeManager()
+                manager.load_quantization_recipe(recipe.static_wi8_ai8())
+                calibrate = calibrator.Calibrator(fp32, num_threads=os.cpu_count() or 1,
+                                                  qsv_update_func=qsv_utils.min_max_update)
+                calibrate.calibrate(self._calibration_data(fp32, calibration), manager)
+                result = quantizer.Quantizer(bytearray(fp32), manager.get_quantization_recipe()).quantize(
+                    calibrate.get_model_qsvs(), enable_progress_report=False)
+        except Exception as exc:  # the quantizer raises many types; keep the first line
+            raise ConversionError(f"litert-quantizer: {first_line(exc, 400)}") from exc
+        return inline_buffers(bytes(result.quantized_model))
+
+    @staticmethod
+    def _calibration_data(fp32: bytes, calibration: Calibration) -> dict:
+        """{signature: [{input name: (1, S, S, 3) float32 raw pixels}, ...]}, one entry per image."""
+        from edge.interpreter import find_interpreter
+
+        signatures = find_interpreter().interpreter_class(model_content=fp32).get_signature_list()
+        key = next(iter(signatures))
+        name = signatures[key]["inputs"][0]
+        return {key: [{name: image[None].astype(np.float32)} for image in calibration.images]}
+
+    def close(self) -> None:
+        self._fp32 = None
+
+
+def inline_buffers(content: bytes) -> bytes:
+    """``content`` with every buffer's data inside the flatbuffer. litert-quantizer appends the
+    weights after the flatbuffer and points at them (Buffer.offset and size, the format of models
+    over 2 GB), which the rest of the pipeline need not know about."""
+    from edge.model_metadata import rebuild_model
+
+    return rebuild_model(content, lambda schema, model: None)

@@ -90,6 +90,23 @@ def markdown(report: dict) -> str:
             notes.append(f"- `int8` input: uint8 with scale {int8['scale']:.6g} and zero point "
                          f"{int8['zero_point']}, NOT (1, 0): pixels are rescaled on the way in "
                          "(CrackClassifier does this from the model's parameters).")
+    for v in report["variants"]:
+        correction = (v.get("conversion") or {}).get("output_bias_correction")
+        if isinstance(correction, dict):
+            if correction["applied"]:
+                notes.append(
+                    f"- `{v['mode']}` output bias corrected: its logit was {correction['logit_shift']:+.3f} off the "
+                    f"Keras logit on average over {correction['images']} calibration images (int8 step "
+                    f"{correction['logit_step']:.4f}), so that much was taken out of the last layer's bias; their "
+                    f"mean |Δp| went from {correction['calibration_mean_abs_prob_diff_before']:.4f} to "
+                    f"{correction['calibration_mean_abs_prob_diff_after']:.4f}.")
+            else:
+                notes.append(f"- `{v['mode']}` output bias not corrected: {correction['reason'].rstrip('.')}.")
+        converter = (v.get("conversion") or {}).get("converter") or {}
+        if converter.get("name") == "litert-quantizer":
+            notes.append(f"- `{v['mode']}`: made by litert-quantizer {converter.get('litert-quantizer')} from the "
+                         f"converter's fp32 model ({v['conversion'].get('recipe')}; calibration: "
+                         f"{v['conversion'].get('calibration_statistics')}).")
     calibration = report.get("calibration")
     if calibration:
         low, high = calibration["observed_pixel_range"]

@@ -153,6 +153,19 @@ def score_command(
     collect: CollectOption = None,
     collect_margin: CollectMarginOption = DEFAULT_COLLECT_MARGIN,
     collect_max_mb: CollectMaxMbOption = DEFAULT_COLLECT_MB,
+    engine: Annotated[str, typer.Option(
+        "--engine", metavar="local|ray", help="local: this process. ray: an actor pool on a Ray cluster, each "
+                                              "actor reading and scoring files itself; the same rows, written "
+                                              "here (needs pip install \".\\[cluster]\").")] = "local",
+    ray_address: Annotated[str | None, typer.Option(
+        "--ray-address", metavar="ADDR", show_default="RAY_ADDRESS, else a Ray started here",
+        help="Ray cluster to run on (HOST:PORT of the head, ray://HOST:PORT or auto); with --engine ray.")] = None,
+    ray_actors: Annotated[int | None, typer.Option(
+        "--ray-actors", metavar="N", show_default="one per CPU of the cluster",
+        help="Scoring actors (one interpreter each, one CPU each); with --engine ray.")] = None,
+    ray_batch_size: Annotated[int | None, typer.Option(
+        "--ray-batch-size", metavar="N", show_default="32",
+        help="Files per actor call (a Ray Data batch); with --engine ray.")] = None,
     config: ConfigOption = None,
 ) -> None:
     """Score image files and folders; one row per file, flushed as it goes (safe to --resume)."""
@@ -168,12 +181,19 @@ def score_command(
                            save_annotated=v["save_annotated"], require_verified=v["require_verified"],
                            collect=v["collect"], collect_margin=v["collect_margin"],
                            collect_max_mb=v["collect_max_mb"])
+    ray_options = _ray_options(v)
     if v["verbose"]:
         from edge.interpreter import find_interpreter
 
         typer.echo(f"interpreter: {find_interpreter().describe()}", err=True)
+    say = lambda line: typer.echo(line, err=True)  # noqa: E731
     try:
-        summary = run_score(options, say=lambda line: typer.echo(line, err=True))
+        if v["engine"] == "ray":
+            from edge.ray_engine import run_score_ray
+
+            summary = run_score_ray(options, ray_options, say=say)
+        else:
+            summary = run_score(options, say=say)
     except KeyboardInterrupt:
         typer.echo(f"interrupted; the rows so far are in {options.out}. Continue with --resume.", err=True)
         raise typer.Exit(130) from None
@@ -181,6 +201,18 @@ def score_command(
         typer.echo(line)
     if options.strict and summary.errors:
         raise typer.Exit(1)
+
+
+def _ray_options(v: dict[str, Any]):
+    """``RayOptions`` for --engine ray (None for local); Ray itself is imported only to run."""
+    from edge.ray_engine import DEFAULT_RAY_BATCH_SIZE, RayOptions, check_engine
+
+    given = any(v[name] is not None for name in ("ray_address", "ray_actors", "ray_batch_size"))
+    check_engine(v["engine"], given)
+    if v["engine"] != "ray":
+        return None
+    return RayOptions(address=v["ray_address"], actors=v["ray_actors"],
+                      batch_size=DEFAULT_RAY_BATCH_SIZE if v["ray_batch_size"] is None else v["ray_batch_size"])
 
 
 # --- bench ---------------------------------------------------------------------------------------

@@ -235,7 +235,7 @@ class ModelCard:
     """The sidecar schema (version ``SIDECAR_SCHEMA_VERSION``), also embedded in the .tflite."""
 
     contract: ModelContract
-    mode: str  # fp32, fp16, dynamic, int8, int8_selective (convert.modes)
+    mode: str  # fp32, fp16, dynamic, int8, int8_litert, int8_selective (convert.modes)
     source_run: SourceRun
     package_version: str  # the crackkit version that converted the model
     created: str  # ISO 8601, UTC

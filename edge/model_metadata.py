@@ -118,26 +118,42 @@ def _schema():
     return schema
 
 
-def with_metadata(content: bytes, entries: dict[str, bytes]) -> bytes:
-    """A copy of the .tflite ``content`` with each named metadata buffer set (replaced when it
-    exists). The model's graph and weights are unchanged."""
+def rebuild_model(content: bytes, edit) -> bytes:
+    """A copy of the .tflite ``content`` after ``edit(schema, model)`` changed its object tree
+    (the schema's object API), packed with every buffer 16-byte aligned. Buffers stored after the
+    flatbuffer (Buffer.offset and size, as litert-quantizer writes them) are brought inside it."""
     schema = _schema()
     model = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
-    model.metadata = [m for m in (model.metadata or [])
-                      if (m.name.decode() if isinstance(m.name, bytes) else m.name) not in entries]
-    model.buffers = model.buffers or []
-    for name, payload in entries.items():
-        buffer = schema.BufferT()
-        buffer.data = bytearray(payload)
-        model.buffers.append(buffer)
-        entry = schema.MetadataT()
-        entry.name = name
-        entry.buffer = len(model.buffers) - 1
-        model.metadata.append(entry)
+    for buffer in model.buffers or []:
+        if buffer.offset and buffer.offset > 1:
+            buffer.data = bytearray(content[buffer.offset:buffer.offset + buffer.size])
+            buffer.offset = 0
+            buffer.size = 0
+    edit(schema, model)
     _align_buffers(schema, model)
     builder = flatbuffers.Builder(len(content) + 1024)
     builder.Finish(model.Pack(builder), file_identifier=FILE_IDENTIFIER)
     return bytes(builder.Output())
+
+
+def with_metadata(content: bytes, entries: dict[str, bytes]) -> bytes:
+    """A copy of the .tflite ``content`` with each named metadata buffer set (replaced when it
+    exists). The model's graph and weights are unchanged."""
+
+    def edit(schema, model) -> None:
+        model.metadata = [m for m in (model.metadata or [])
+                          if (m.name.decode() if isinstance(m.name, bytes) else m.name) not in entries]
+        model.buffers = model.buffers or []
+        for name, payload in entries.items():
+            buffer = schema.BufferT()
+            buffer.data = bytearray(payload)
+            model.buffers.append(buffer)
+            entry = schema.MetadataT()
+            entry.name = name
+            entry.buffer = len(model.buffers) - 1
+            model.metadata.append(entry)
+
+    return rebuild_model(content, edit)
 
 
 def embed_card(content: bytes, card: ModelCard) -> bytes:

@@ -316,7 +316,21 @@ def truth_from_folders(path: Path, root: Path) -> int | None:
     return None
 
 
-def run_score(options: ScoreOptions, say: Callable[[str], None] = print) -> ScoreSummary:
+RowSource = Callable[[CrackClassifier, list[Path], TileGrid, ScoreOptions], Iterable[list[Row]]]
+
+
+def local_rows(classifier: CrackClassifier, paths: list[Path], grid: TileGrid,
+               options: ScoreOptions) -> Iterator[list[Row]]:
+    """The single-process engine: ``scored_rows`` in this process."""
+    return scored_rows(classifier, paths, grid, options.batch_size, options.decode_workers,
+                       options.max_pixels)
+
+
+def run_score(options: ScoreOptions, say: Callable[[str], None] = print,
+              rows_for: RowSource = local_rows) -> ScoreSummary:
+    """Score ``options.inputs`` into ``options.out``. ``rows_for`` is the engine that turns the
+    files still to do into rows (``local_rows``, or ``edge.ray_engine``'s on a Ray cluster); the
+    results file, --resume, the summary, --save-annotated and --collect are the same for both."""
     grid = TileGrid.parse(options.tiles, options.tile_size, options.stride)
     out = Path(options.out)
     check_output_path(out)
@@ -352,9 +366,7 @@ def run_score(options: ScoreOptions, say: Callable[[str], None] = print) -> Scor
     try:
         with opened.writer as results, stop, \
                 progress_bar("scoring", len(todo), options.show_progress) as advance:
-            for rows in scored_rows(classifier, [file.path for file in todo], grid,
-                                    options.batch_size, options.decode_workers,
-                                    options.max_pixels):
+            for rows in rows_for(classifier, [file.path for file in todo], grid, options):
                 with stop.deferred():
                     results.write(rows)
                 if annotator is not None:

@@ -186,8 +186,9 @@ def test_other_processes_load_is_busy_cpu_time_minus_the_benchmarks_own(monkeypa
     assert machine.other_processes_cores(mark) is None
 
 
-@pytest.mark.parametrize("name", ["adapt_surface", "bench_convert", "edge_throughput", "input_pipeline", "preview_viewer",
-                                  "real_data", "run_all", "scaling", "summary"])
+@pytest.mark.parametrize("name", ["adapt_surface", "bench_convert", "edge_throughput", "input_pipeline",
+                                  "int8_marginal", "preview_viewer", "real_data", "run_all", "scaling",
+                                  "summary"])
 def test_each_benchmark_explains_itself_and_changes_nothing_on_help(name, capsys):
     import importlib
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from conftest import PROJECT, run_crack
 
-from convert.gate import DEMO_MAX_DROP, check_variant, default_max_drop, drop_pp, recommend
+from convert.gate import DEFAULT_MAX_DROP, check_variant, drop_pp, recommend
 from convert.modes import MODE_TABLE, MODES
 from convert.options import ConvertOptions, parse_modes
 from convert.pipeline import run_convert
@@ -266,18 +266,19 @@ def test_recommendation_is_the_smallest_that_passed():
     assert recommend([variants[1]]) is None
 
 
-def test_default_max_drop_is_the_demo_gate_only_for_runs_on_generated_demo_data(tmp_path):
-    """The rule that was a grep in the Makefile: 10 pp when the run's images come from a folder
-    that `crack data demo` made (its .complete marker with a generator version), else 1 pp."""
+def test_runs_on_the_generated_demo_data_get_the_normal_gate(tmp_path):
+    """There is no special gate for the first run any more: a run whose images come from a folder
+    that `crack data demo` made (its .complete marker) is gated at DEFAULT_MAX_DROP, 1 pp."""
     images = crack_images(4, SIZE, seed=0)
-    run = write_run(tmp_path / "run", controlled_model(SIZE), {"train": images, "test": images})
-    assert default_max_drop(run) == (1.0, "default")
-    data_root = tmp_path / "run" / "images"  # write_run keeps images in images/<split>/
-    (data_root / ".complete").write_text('{"generator_version": 1, "count": 2}\n')
-    value, reason = default_max_drop(run)
-    assert value == DEMO_MAX_DROP and "demo data" in reason
-    (data_root / ".complete").write_text("interrupted")  # not a demo marker
-    assert default_max_drop(run)[0] == 1.0
+    run = tmp_path / "run"
+    write_run(run, controlled_model(SIZE), {"train": images, "test": images})
+    data_root = run / "images"  # write_run keeps images in images/<split>/
+    (data_root / ".complete").write_text('{"generator_version": 3, "count": 2}\n')
+    convert(run, modes=("fp32",), reference_images=2, golden_count=2)
+    report = report_of(run)
+    assert DEFAULT_MAX_DROP == 1.0
+    assert (report["max_drop_pp"], report["max_drop_reason"]) == (1.0, "default")
+    assert variant(report, "fp32")["gate"]["max_drop_pp"] == 1.0
 
 
 # --- selective int8 ------------------------------------------------------------------------------
@@ -421,4 +422,4 @@ def test_modes_parse_and_options_validate(tmp_path):
         ConvertOptions(run=tmp_path, max_drop=-1)
     with pytest.raises(UserError, match="calibration-size"):
         ConvertOptions(run=tmp_path, calibration_size=0)
-    assert ConvertOptions(run=tmp_path).max_drop is None  # decided from the run
+    assert ConvertOptions(run=tmp_path).max_drop is None  # DEFAULT_MAX_DROP

@@ -62,7 +62,9 @@ def test_the_lock_pins_every_dependency_once_per_platform():
     project = pyproject()["project"]
     wanted = [Requirement(r) for r in (*project["dependencies"], *project["optional-dependencies"]["train"],
                                        *project["optional-dependencies"]["test"],
-                                       *project["optional-dependencies"]["mqtt"])]
+                                       *project["optional-dependencies"]["mqtt"],
+                                       *project["optional-dependencies"]["cluster"],
+                                       *project["optional-dependencies"]["quantizer"])]
     for machine in ("x86_64", "aarch64"):
         declared = {r.name.lower() for r in wanted
                     if r.marker is None or r.marker.evaluate({"platform_machine": machine})}

@@ -7,11 +7,13 @@
     CSVLogger          history.csv
     TensorBoard        tensorboard/
     log epoch          one line per epoch in train.log
-    fine-tuning only:  EarlyStopping and ReduceLROnPlateau on validation loss
+    fine-tuning only:  EarlyStopping and ReduceLROnPlateau on validation loss, or (from scratch)
+                       a cosine decay of the learning rate over the phase's epochs
 """
 
 from __future__ import annotations
 
+import math
 import time
 
 from training.run_layout import RunLayout
@@ -20,7 +22,20 @@ from training.run_state import read_state, update_state
 from training.signals import StopOnSignal
 
 
-def phase_callbacks(phase: str, layout: RunLayout, stopper: StopOnSignal, patience: int) -> list:
+COSINE_FLOOR = 0.02  # the last epoch of a cosine decay runs at 2% of the first one's rate
+
+
+def cosine_learning_rate(epoch: int, first: int, epochs: int, start: float) -> float:
+    """The rate of ``epoch`` (counted over the whole run) in a phase of ``epochs`` epochs that
+    begins at ``first`` with rate ``start``."""
+    progress = min(max(epoch - first, 0) / max(epochs - 1, 1), 1.0)
+    return start * (COSINE_FLOOR + (1 - COSINE_FLOOR) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def phase_callbacks(phase: str, layout: RunLayout, stopper: StopOnSignal, patience: int,
+                    cosine: tuple[int, int, float] | None = None) -> list:
+    """``cosine``: (first epoch, epochs, starting rate) of a fine-tuning phase whose learning
+    rate decays along a cosine instead of early stopping and plateau halving."""
     import keras
 
     checkpoint = keras.callbacks.ModelCheckpoint(
@@ -37,7 +52,11 @@ def phase_callbacks(phase: str, layout: RunLayout, stopper: StopOnSignal, patien
                                     write_graph=False, profile_batch=0),
         _epoch_logger(),
     ]
-    if phase == "fine_tune":
+    if phase == "fine_tune" and cosine is not None:
+        first, epochs, start = cosine
+        callbacks.append(keras.callbacks.LearningRateScheduler(
+            lambda epoch, _rate: cosine_learning_rate(epoch, first, epochs, start)))
+    elif phase == "fine_tune":
         callbacks += [
             keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience,
                                           restore_best_weights=False, verbose=1),

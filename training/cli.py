@@ -134,7 +134,9 @@ def train_command(
     fine_tune_at: str | None = typer.Option(
         None, "--fine-tune-at", show_default="conv5 pretrained, whole base from scratch",
         help="First base layer to unfreeze in phase 2: a layer index or name prefix (conv4, conv5_block2)."),
-    patience: int = typer.Option(4, "--patience", help="Early-stopping patience in epochs (validation loss)."),
+    patience: int = typer.Option(4, "--patience",
+                                 help="Early-stopping patience in epochs (validation loss), with pretrained "
+                                      "weights; from scratch the learning rate decays along a cosine instead."),
     seed: int = typer.Option(0, "--seed", help="Seed for the split, shuffling, augmentation and initialisation."),
     weights: str = typer.Option("auto", "--weights", metavar="auto|imagenet|none|PATH",
                                 help="Start from ImageNet weights, random initialisation or a weights file; "
@@ -185,6 +187,9 @@ def train_command(
     except TrainingInterrupted as stopped:
         typer.echo(str(stopped), err=True)
         raise typer.Exit(130) from None
+    if result.worker_message:  # --strategy multi-worker, not the chief: no run folder here
+        typer.echo(result.worker_message)
+        return
     typer.echo(f"run: {result.layout.root}  (runs/latest points here)")
     for warning in result.warnings:
         typer.echo(f"warning: {warning}", err=True)

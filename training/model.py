@@ -166,11 +166,13 @@ def load_weights_quietly(model, path: Path) -> None:
         model.load_weights(path)
 
 
-def save_for_inference(model, path: Path) -> None:
+def save_for_inference(model, path: Path):
     """model.keras with the architecture and weights but not Adam's two moments per weight (which
     would triple the file): it is for evaluation, `crack convert` and `crack predict`; --resume
     continues from the backup, not from this file. Rebuilt from its config rather than with
-    keras.models.clone_model, which (Keras 3.15) copies the compiled optimizer along."""
+    keras.models.clone_model, which (Keras 3.15) copies the compiled optimizer along. Returns
+    that copy (built outside any tf.distribute strategy scope)."""
     inference = model.__class__.from_config(model.get_config())
     inference.set_weights(model.get_weights())
     inference.save(path)
+    return inference

@@ -81,14 +81,18 @@ class Plan:
     fine_tune_epochs: int
     fine_tune_learning_rate: float
     fine_tune_at: str | None
+    # From scratch: phase 2's learning rate falls along a cosine to COSINE_FLOOR of its start, with
+    # no early stop (validation loss of a network trained from scratch is too noisy to stop on).
+    # Pretrained: early stopping and halving on a validation-loss plateau.
+    cosine_decay: bool = False
 
 
 def plan_for(options: TrainOptions, pretrained: bool) -> Plan:
     """Pretrained: 3 head epochs, then conv5 onwards at learning rate / 100. From scratch: no head
-    phase, the whole base at the full learning rate."""
+    phase, the whole base at the full learning rate, decaying along a cosine."""
     head = options.head_epochs if options.head_epochs is not None else (3 if pretrained else 0)
     lr2 = options.fine_tune_learning_rate or (options.learning_rate / 100 if pretrained
                                               else options.learning_rate)
     at = options.fine_tune_at if options.fine_tune_at is not None else ("conv5" if pretrained else None)
     return Plan(head_epochs=head, fine_tune_epochs=options.epochs, fine_tune_learning_rate=lr2,
-                fine_tune_at=at)
+                fine_tune_at=at, cosine_decay=not pretrained)

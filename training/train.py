@@ -15,6 +15,7 @@ continues an interrupted run where it stopped.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 import time
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from training.evaluate import evaluate_run
-from training.options import TrainOptions, plan_for
+from training.options import Plan, TrainOptions, plan_for
 from training.run_layout import RunLayout
 from training.run_log import LOGGER, logging_to, say
 from training.run_state import (Splits, create_run, done_steps, mark_done, point_latest,
@@ -38,31 +39,50 @@ class TrainResult:
     layout: RunLayout
     metrics: dict
     warnings: list[str] = field(default_factory=list)
+    worker_message: str | None = None  # a multi-worker worker other than the chief: no run
 
 
 def train(options: TrainOptions, resume: Path | None = None) -> TrainResult:
-    """The whole `crack train` job. Raises UserError for bad input, TrainingInterrupted on a signal."""
+    """The whole `crack train` job. Raises UserError for bad input, TrainingInterrupted on a signal.
+    With --strategy multi-worker only the chief writes the run; the other workers train in a
+    temporary folder and evaluate nothing (training.multi_worker)."""
     from training.model import save_for_inference
+    from training.multi_worker import MULTI_WORKER, WorkerRun, cluster_failures, cluster_worker
 
-    if resume is not None:
-        layout, options, splits = reopen_run(resume)
-        scanned = None
-    else:
-        layout, scanned = create_run(options)
-        splits = scanned.splits
-    with logging_to(layout):
-        if scanned is None:
-            say(f"resuming {layout.root} (done: {', '.join(done_steps(layout)) or 'nothing'})")
+    strategy = reopen_run(resume)[1].strategy if resume is not None else options.strategy
+    worker = cluster_worker() if strategy == MULTI_WORKER else None
+    with WorkerRun(worker) as place:
+        if resume is not None:
+            layout, options, splits = reopen_run(place.resume_from(resume))
+            scanned = None
         else:
-            _announce_new_run(layout, options, scanned)
-        started = time.perf_counter()
-        with StopOnSignal() as stopper:
-            model, weights = fit_phases(layout, options, splits, stopper)
-            save_for_inference(model, layout.model)
-            say(f"saved {layout.model} ({time.perf_counter() - started:.0f} s of training)")
-            metrics = evaluate_run(layout, model, options, splits, weights)
-        mark_done(layout, "evaluate")
-        point_latest(layout)
+            layout, scanned = create_run(
+                dataclasses.replace(options, runs_dir=place.runs_dir(options.runs_dir)))
+            splits = scanned.splits
+        with logging_to(layout):
+            if worker is not None:
+                say(f"{worker.name} of {worker.count} workers"
+                    + (" (chief: writes the run)" if worker.is_chief else
+                       f" (writes into {layout.root}, deleted at the end; {worker.chief} "
+                       "writes the run)"))
+            if scanned is None:
+                say(f"resuming {layout.root} (done: {', '.join(done_steps(layout)) or 'nothing'})")
+            else:
+                _announce_new_run(layout, options, scanned)
+            started = time.perf_counter()
+            with StopOnSignal() as stopper, cluster_failures(worker):
+                model, weights = fit_phases(layout, options, splits, stopper)
+                if not place.writes_run:
+                    return TrainResult(layout, {},
+                                       worker_message=place.wait_for_chief(layout, stopper))
+                # evaluated through the saved copy, outside any tf.distribute strategy: under
+                # MultiWorkerMirroredStrategy model.predict would wait for the other workers
+                model = save_for_inference(model, layout.model)
+                say(f"saved {layout.model} ({time.perf_counter() - started:.0f} s of training)")
+                metrics = evaluate_run(layout, model, options, splits, weights)
+            mark_done(layout, "evaluate")
+            point_latest(layout)
+            place.chief_done(layout)
     return TrainResult(layout, metrics, metrics.get("warnings", []))
 
 
@@ -78,6 +98,14 @@ def fit_phases(layout: RunLayout, options: TrainOptions, splits: Splits, stopper
     strategy = make_strategy(options.strategy)
     with strategy.scope():
         model, base, weights = starting_model(options)  # new, or the --init run's
+    if options.strategy == "multi-worker":
+        from training.multi_worker import any_worker_stopped, local_symbolic_build
+
+        local_symbolic_build(model, strategy)
+        stopper.agree = any_worker_stopped(strategy)  # a signal stops every worker together
+        stopper.install()  # TensorFlow's cluster took SIGTERM over when the strategy started
+        say(f"{strategy.num_replicas_in_sync} replicas: global batch "
+            f"{options.batch_size * strategy.num_replicas_in_sync} ({options.batch_size} each)")
     _describe_model(model, weights)
     if options.init is not None:  # a checkpoint loaded below (on --resume) replaces these again
         count = adapt_batchnorm(model, splits["train"], options.img_size, options.batch_size)
@@ -85,7 +113,7 @@ def fit_phases(layout: RunLayout, options: TrainOptions, splits: Splits, stopper
             "training images of the new surface")
     plan = plan_for(options, weights.pretrained)
     fit = _phase_fitter(model, layout, options, splits, stopper,
-                        options.batch_size * strategy.num_replicas_in_sync)
+                        options.batch_size * strategy.num_replicas_in_sync, plan)
 
     if plan.head_epochs > 0:
         if HEAD in done_steps(layout):
@@ -111,7 +139,8 @@ def fit_phases(layout: RunLayout, options: TrainOptions, splits: Splits, stopper
             trainable = parameter_counts(model)["trainable"]
             say(f"phase 2: fine-tuning base layers {index}..{len(base.layers) - 1} "
                 f"({trainable:,} trainable parameters), {plan.fine_tune_epochs} epoch(s) at "
-                f"learning rate {plan.fine_tune_learning_rate:g}")
+                f"learning rate {plan.fine_tune_learning_rate:g}"
+                + (", decaying along a cosine" if plan.cosine_decay else ""))
             fit(FINE_TUNE, epochs_before=plan.head_epochs, epochs=plan.fine_tune_epochs)
             mark_done(layout, FINE_TUNE)
 
@@ -137,12 +166,14 @@ def make_strategy(name: str):
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multi-worker":  # reads the cluster from the TF_CONFIG environment variable
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        from training.multi_worker import strategy
+
+        return strategy()
     return tf.distribute.get_strategy()
 
 
 def _phase_fitter(model, layout: RunLayout, options: TrainOptions, splits: Splits,
-                  stopper: StopOnSignal, batch: int):
+                  stopper: StopOnSignal, batch: int, plan: Plan):
     """``fit(phase, epochs_before=, epochs=)``: model.fit on the train split, validated on val,
     with the phase's callbacks and class weights."""
     from training.callbacks import phase_callbacks
@@ -158,9 +189,11 @@ def _phase_fitter(model, layout: RunLayout, options: TrainOptions, splits: Split
     warnings.filterwarnings("ignore", message="`shuffle=True` was passed")  # tf.data shuffles
 
     def fit(phase: str, *, epochs_before: int, epochs: int) -> None:
+        cosine = ((epochs_before, epochs, plan.fine_tune_learning_rate)
+                  if plan.cosine_decay else None)
         model.fit(train_data, validation_data=val_data, epochs=epochs_before + epochs,
                   initial_epoch=epochs_before, class_weight=class_weight,
-                  callbacks=phase_callbacks(phase, layout, stopper, options.patience),
+                  callbacks=phase_callbacks(phase, layout, stopper, options.patience, cosine),
                   verbose=verbose)
 
     return fit
