@@ -30,7 +30,7 @@ help:
 	@echo "make train convert   train on DATA (default: generated demo data) and convert runs/latest to TFLite"
 	@echo "make test            run the whole test suite (what CI runs)"
 	@echo "make test-fast       the tests not marked slow (no ResNet50V2 builds), for quick loops"
-	@echo "make test-integration  tests against a real MQTT broker, headless Chromium and a local Ray (CI runs both)"
+	@echo "make test-integration  tests against a real MQTT broker, headless Chromium, a local Ray and two training workers, and the heavy benchmark smoke runs (CI runs both)"
 	@echo "make bench           run the benchmarks (slow; see benchmarks/README.md)"
 	@echo "make check-arm64     crack-edge score and verify on arm64 (Debian arm64 under qemu-user; root) against this machine"
 	@echo "overrides: DATA=dir EPOCHS=n IMG_SIZE=px WEIGHTS=auto|imagenet|none|file RUN=runs/NAME MAX_DROP=pp"
@@ -68,7 +68,8 @@ test-fast: setup
 	$(BIN)/python -m pytest -m "not slow and not integration"
 
 # Tests against real outside programs (an MQTT broker, headless Chromium): .ci/run installs them;
-# and against a local Ray cluster, with the `cluster` extra installed here.
+# against a local Ray cluster (the `cluster` extra, installed here) and two training workers; and
+# the benchmark smoke runs that build and train ResNet50V2s (they keep `make test` under 10 min).
 test-integration: $(CLUSTER_STAMP)
 	$(BIN)/python -m pytest -m integration
 

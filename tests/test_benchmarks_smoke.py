@@ -9,6 +9,7 @@ import pytest
 
 
 @pytest.mark.slow
+@pytest.mark.integration  # heavy (builds and trains ResNet50V2s): make test-integration, CI
 def test_input_pipeline_benchmark(tmp_path):
     from benchmarks import input_pipeline
 
@@ -23,6 +24,7 @@ def test_input_pipeline_benchmark(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.integration  # heavy (builds and trains ResNet50V2s): make test-integration, CI
 def test_conversion_and_edge_throughput_benchmarks(tmp_path):
     from benchmarks import bench_convert, edge_throughput
 
