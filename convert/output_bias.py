@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from edge.classifier import quantize_pixels
 from edge.interpreter import KERNEL_SETS, default_thread_count, find_interpreter
 from edge.model_metadata import rebuild_model
 
@@ -116,7 +117,6 @@ def int8_head_outputs(content: bytes, images: np.ndarray, threads: int | None = 
         return None
     details = {int(t["index"]): t for t in graph.get_tensor_details()}
     scale, zero = details[head.logit]["quantization"]
-    out_scale, out_zero = details[head.output]["quantization"]
     backend = find_interpreter()
     interpreter = backend.interpreter_class(model_content=with_outputs(content, [head.logit, head.output]),
                                             num_threads=threads or default_thread_count())
@@ -129,21 +129,29 @@ def int8_head_outputs(content: bytes, images: np.ndarray, threads: int | None = 
         q = int(interpreter.get_tensor(logit_out["index"]).reshape(-1)[0])
         logits.append((q - zero) * scale)
         saturated.append(q in (-128, 127))
-        value = float(interpreter.get_tensor(prob_out["index"]).reshape(-1)[0])
-        probabilities.append((value - out_zero) * out_scale if out_scale else value)
+        probabilities.append(_output_value(interpreter, prob_out))
     return (np.array(logits, np.float64), np.array(saturated, bool), np.array(probabilities, np.float64),
             float(scale))
 
 
 def _feed(interpreter, image: np.ndarray) -> None:
-    """Set one uint8 image as the input, quantised as the input tensor says."""
+    """Set one uint8 image as the input, quantised as the input tensor says (as the edge
+    runner's classifier does it)."""
     source = interpreter.get_input_details()[0]
-    value = image[None].astype(np.float32)
+    dtype = np.dtype(source["dtype"])
     scale, zero = source["quantization"]
-    if np.issubdtype(source["dtype"], np.integer) and scale:
-        info = np.iinfo(source["dtype"])
-        value = np.clip(np.round(value / scale + zero), info.min, info.max)
-    interpreter.set_tensor(source["index"], value.astype(source["dtype"]))
+    if np.issubdtype(dtype, np.integer) and scale:
+        value = quantize_pixels(image[None], dtype, scale, zero)
+    else:
+        value = image[None].astype(dtype)
+    interpreter.set_tensor(source["index"], value)
+
+
+def _output_value(interpreter, output: dict) -> float:
+    """The single output value of ``output``, dequantised when it is quantised."""
+    value = float(interpreter.get_tensor(output["index"]).reshape(-1)[0])
+    scale, zero = output["quantization"]
+    return (value - zero) * scale if scale else value
 
 
 def _probabilities(content: bytes, images: np.ndarray, threads: int | None) -> np.ndarray:
@@ -151,13 +159,11 @@ def _probabilities(content: bytes, images: np.ndarray, threads: int | None) -> n
                                                        num_threads=threads or default_thread_count())
     interpreter.allocate_tensors()
     output = interpreter.get_output_details()[0]
-    scale, zero = output["quantization"]
     values = []
     for image in images:
         _feed(interpreter, image)
         interpreter.invoke()
-        value = float(interpreter.get_tensor(output["index"]).reshape(-1)[0])
-        values.append((value - zero) * scale if scale else value)
+        values.append(_output_value(interpreter, output))
     return np.array(values, np.float64)
 
 
