@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.atomic_files import write_bytes_atomic
 from edge.classifier import CrackClassifier
 from edge.contract import ModelContract
 from edge.errors import RuntimeFailure, UserError, first_line
@@ -125,10 +126,7 @@ def _local_model(setup: _ActorSetup) -> Path:
     path = folder / setup.model_name
     if path.is_file() and path.stat().st_size == len(setup.model_bytes):
         return path
-    folder.mkdir(parents=True, exist_ok=True)
-    partial = folder / f".{setup.model_name}.{os.getpid()}.partial"
-    partial.write_bytes(setup.model_bytes)
-    os.replace(partial, path)  # atomic: another actor on this node never sees half a model
+    write_bytes_atomic(path, setup.model_bytes)  # another actor on this node never sees half a model
     return path
 
 
