@@ -164,6 +164,13 @@ def edge_lines(edge: dict) -> list[str]:
                  + ", ".join(f"{mode} {v['stream_limit_ratio']:.2f}" for mode, v in limited.items())
                  + f" of it (target at least {target:.2f}: "
                  f"{'met' if min(v['stream_limit_ratio'] for v in limited.values()) >= target else 'not met everywhere'}).")
+        single = {mode: v for mode, v in limited.items() if "stream_one_interpreter_limit_ratio" in v}
+        if single:
+            text += (f" By default it scores with {edge.get('stream_interpreters', 2)} interpreters side by "
+                     "side (edge/scoring_pool.py); with one interpreter of every thread "
+                     "(`--interpreters 1`) it reaches "
+                     + ", ".join(f"{mode} {v['stream_one_interpreter_limit_ratio']:.2f}" for mode, v in single.items())
+                     + " of the limit.")
     return lines + ["", text, ""]
 
 

@@ -2,7 +2,7 @@
 ``max_drop`` percentage points of accuracy and of F1 against the Keras model on the same test
 images, under the worst kernel set evaluated on the whole test split; a collapsed variant, a
 conversion error, or a full int8 model that is not integer-only also fails. Then: which variant to
-deploy.
+deploy (the first that passed in DEPLOY_PREFERENCE: full integer first).
 
 The default ``--max-drop`` is DEFAULT_MAX_DROP for every run, including the first run on the
 generated demo data (`make train convert`), whose int8 model passes it.
@@ -10,7 +10,7 @@ generated demo data (`make train convert`), whose int8 model passes it.
 
 from __future__ import annotations
 
-from convert.modes import MODE_TABLE
+from convert.modes import DEPLOY_PREFERENCE, MODE_TABLE
 from convert.variant import GateResult, VariantResult
 
 # Drops are rounded to this many decimals before the comparison so that 1.0 - 0.8 (which is
@@ -55,9 +55,8 @@ def check_variant(keras_metrics: dict, variant: VariantResult, max_drop: float) 
 
 
 def recommend(variants: list[VariantResult]) -> str | None:
-    """The smallest published variant (by file size) that passed the gate, or None."""
-    passed = [v for v in variants if v.passed and v.size_bytes]
-    if not passed:
-        return None
-    return min(passed, key=lambda v: (v.size_bytes, v.mode)).mode
+    """The published variant that passed the gate and comes first in DEPLOY_PREFERENCE (full
+    integer first), or None."""
+    passed = {v.mode for v in variants if v.passed and v.size_bytes}
+    return next((mode for mode in DEPLOY_PREFERENCE if mode in passed), None)
 

@@ -39,7 +39,7 @@ def markdown(report: dict) -> str:
         "",
     ]
     if report["recommended"]:
-        lines.append(f"**Deploy `{report['recommended_file']}`** (the smallest variant that passed the gate).")
+        lines.append(f"**Deploy `{report['recommended_file']}`** (the first variant that passed the gate, full integer first).")
     else:
         lines.append("**No variant passed the gate: deploy none of them.**")
     failed = report["failed"]

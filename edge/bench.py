@@ -23,9 +23,11 @@ from edge.classifier import CrackClassifier
 from edge.errors import ImageDecodeError, RuntimeFailure, UserError
 from edge.file_inputs import expand_inputs
 from edge.health import report_health, throttled_flags
+from edge.interpreter import default_thread_count
 from edge.output_paths import check_output_path
 from edge.preprocess import load_for_model
 from edge.score import ScoreOptions, scored_rows
+from edge.scoring_pool import interpreter_plan
 from edge.tiling import TileGrid
 
 SYNTHETIC_SIZE = (480, 640)  # height, width of the generated photos and video frames
@@ -172,18 +174,20 @@ def files_pipeline(classifier: CrackClassifier, paths: list[Path], repeats: int,
             "batch_size": batch_size}
 
 
-def video_pipeline(model: Path, video: Path, threads: int, repeats: int) -> dict:
+def video_pipeline(model: Path, video: Path, threads: int | None, repeats: int,
+                   interpreters: int | None = None) -> dict:
     """Frames per second through stream's pipeline once it runs, from the first scored frame to
     the last (a camera stream runs for hours, so its rate is what matters); startup_s is the time
     to the first scored frame: loading the model, opening the video, the first invoke.
-    p90 is of the time between scored frames."""
+    p90 is of the time between scored frames. ``threads`` and ``interpreters`` as `stream` takes
+    them (None: its defaults, edge.scoring_pool.interpreter_plan)."""
     from edge.stream import StreamOptions, run_stream
 
     rates, intervals, startups = [], [], []
     for _ in range(repeats):
         times: list[float] = []
         started = time.perf_counter()
-        run_stream(StreamOptions(model=model, source=str(video), threads=threads),
+        run_stream(StreamOptions(model=model, source=str(video), threads=threads, interpreters=interpreters),
                    on_frame=lambda index, probability: times.append(time.perf_counter()))
         if len(times) < 2:
             raise UserError(f"{video}: fewer than 2 frames scored, too short to time the stream")
@@ -220,8 +224,10 @@ def run_bench(options: BenchOptions, say=print) -> dict:
         result["decode"] = {**decode_only(paths, classifier.input_size), "source": source}
         result["files"] = {**files_pipeline(classifier, paths, options.repeats), "source": source}
         video = options.video or write_synthetic_video(scratch / "video.avi", options.count)
-        result["video"] = {**video_pipeline(options.model, video, classifier.threads,
-                                            options.repeats),
+        # as `crack-edge stream` runs with the same --threads: its interpreters side by side
+        interpreters, threads = interpreter_plan(None, options.threads, default_thread_count())
+        result["video"] = {**video_pipeline(options.model, video, threads, options.repeats, interpreters),
+                           "interpreters": interpreters, "threads_each": threads,
                            "source": str(options.video) if options.video else
                            f"{options.count}-frame generated MJPG video"}
     bare = result["bare_invoke"]["fps"]
@@ -270,6 +276,9 @@ def report_lines(result: dict) -> list[str]:
     if "startup_s" in result["video"]:
         lines.append(f"video startup (load the model, open the video, first invoke): "
                      f"{result['video']['startup_s']:.2f} s, not counted in its fps")
+    if "interpreters" in result["video"]:
+        lines.append(f"video (stream) ran {result['video']['interpreters']} interpreter(s) of "
+                     f"{result['video']['threads_each']} thread(s), as `stream` does by default")
     lines.append("pipeline figures: median ms = 1000 / fps, p90 ms = time between consecutive results")
     lines.append(f"pipeline target: at least {PIPELINE_TARGET:.2f} of the bare invoke rate")
     ceiling = result["files"].get("ceiling_ratio")

@@ -272,7 +272,13 @@ def stream_command(
     stride: StrideOption = None,
     min_frames: Annotated[int, typer.Option(
         "--min-frames", help="Consecutive crack frames that open an event, and clear frames that close it.")] = 3,
-    threads: ThreadsOption = None,
+    threads: Annotated[int | None, typer.Option(
+        "--threads", show_default="the default threads shared among the interpreters",
+        help="Threads of each interpreter.")] = None,
+    interpreters: Annotated[int | None, typer.Option(
+        "--interpreters", metavar="N", show_default="2 on 2 or more cores, memory permitting",
+        help="Interpreters scoring frames side by side (faster on a small CPU; each holds a copy of the "
+             "weights); 1 gives the lowest latency.")] = None,
     show: Annotated[bool, typer.Option(
         "--show", help="Show the annotated stream in a window (needs a desktop and an OpenCV with GUI; q quits).")] = False,
     max_frames: Annotated[int | None, typer.Option("--max-frames", help="Stop after scoring this many frames.")] = None,

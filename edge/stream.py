@@ -1,8 +1,9 @@
 """`crack-edge stream`: a camera, video file, URL, GStreamer pipeline or picamera2 -> crack events.
 
 Per frame: the capture thread decodes it and makes the model's input (``prepare_frame``: colour,
-resize, tiles; the newest frame only for a live source), so that the scoring thread goes from
-invoke to invoke -> the score (whole frame or tiles, one batched invoke) -> the debouncer. The
+resize, tiles; the newest frame only for a live source), so that the interpreters go from invoke
+to invoke -> the score (whole frame or tiles, one batched invoke; by two interpreters side by side
+on 2+ cores, handed back in frame order: edge/scoring_pool.py) -> the debouncer. The
 full-resolution frame stays with it for snapshots, the overlay and the preview. An event start writes a ``crack_start`` line to ``--events`` and the annotated frame to
 ``--snapshots``; its end writes ``crack_end``. SIGINT/SIGTERM, ``--max-frames``, ``--duration``,
 the end of a video file, a stalled source (``--stall-timeout``) and (with ``--show``) the q key all
@@ -47,6 +48,7 @@ FPS_WINDOW = 30  # frames in the overlay's rolling FPS
 HOUSEKEEPING_SECONDS = 5.0  # retry failed writes, send systemd's STATUS, this often
 PRUNE_SECONDS = 60.0  # check the disk budget this often (and after every rotation)
 ROTATIONS = (0, 90, 180, 270)
+MAX_INTERPRETERS = 16  # each holds its own copy of the packed weights
 
 # how a run ended -> the process's exit code (edge/FORMATS.md)
 EXIT_CODES = {"source closed": EXIT_RUNTIME, "truncated video": EXIT_RUNTIME, "stalled": EXIT_STALLED}
@@ -56,7 +58,8 @@ EXIT_CODES = {"source closed": EXIT_RUNTIME, "truncated video": EXIT_RUNTIME, "s
 class StreamOptions:
     model: Path
     source: str
-    threads: int | None = None
+    threads: int | None = None  # of each interpreter; None: edge.scoring_pool.interpreter_plan
+    interpreters: int | None = None  # scoring side by side; None: 2 on 2+ cores (edge/scoring_pool.py)
     threshold: float | None = None  # None: the model's sidecar threshold
     tiles: str | None = None
     tile_size: int | None = None
@@ -116,6 +119,8 @@ class StreamOptions:
             raise UserError("--duration must be positive")
         if self.threads is not None and self.threads < 1:
             raise UserError("--threads must be at least 1")
+        if self.interpreters is not None and not 1 <= self.interpreters <= MAX_INTERPRETERS:
+            raise UserError(f"--interpreters must be between 1 and {MAX_INTERPRETERS}, got {self.interpreters}")
         if self.reconnect_initial <= 0 or self.reconnect_max < self.reconnect_initial:
             raise UserError("--reconnect-initial must be positive and at most --reconnect-max")
         if self.stall_timeout is not None and self.stall_timeout <= 0:
@@ -294,7 +299,8 @@ class _StreamRun:
         from edge.classifier import CrackClassifier
         from edge.disk_budget import DiskBudget
         from edge.events import Debouncer
-        from edge.health import cpu_info, default_threads
+        from edge.health import cpu_info, default_threads, memory_mb
+        from edge.scoring_pool import InlineScorer, ScoringPool, interpreter_plan
         from edge.sources import Backoff, check_source, frame_transform, parse_source, with_resolution
         from edge.systemd_notify import SystemdNotifier
         from edge.tiling import TileGrid
@@ -307,7 +313,11 @@ class _StreamRun:
         check_source(self.spec)  # a missing file, no GStreamer: before the model is loaded
         backoff = Backoff(options.reconnect_initial, options.reconnect_max)
         self.budget = DiskBudget.from_options(options.max_disk_mb, options.keep_days)
-        self.classifier = CrackClassifier(options.model, threads=options.threads or default_threads())
+        memory = memory_mb()  # (in use, total), None where /proc/meminfo is missing
+        model_mb = options.model.stat().st_size / 2**20 if options.model.is_file() else 0.0
+        interpreters, threads = interpreter_plan(options.interpreters, options.threads, default_threads(),
+                                                 model_mb, memory[1] - memory[0] if memory else None)
+        self.classifier = CrackClassifier(options.model, threads=threads)
         self.verify = startup_check(self.classifier, options.require_verified)  # before any output
         (log.info if self.verify.passed else log.warning)("%s", self.verify.line)
         contract = self.classifier.contract
@@ -321,15 +331,21 @@ class _StreamRun:
             # kept for snapshots (tiles need the full frame: no lores with --tiles)
             self.spec = dataclasses.replace(self.spec, lores=(size, size))
         self.cpu = cpu_info()
-        log.info("model %s (input %d, threshold %.3f, %s, %d thread(s)), source %s; %s", options.model,
-                 contract.input_size, self.threshold, self.classifier.backend.describe(),
-                 self.classifier.threads, self.spec.describe(), self.cpu.line())
+        log.info("model %s (input %d, threshold %.3f, %s, %d interpreter(s) of %d thread(s)), source %s; %s",
+                 options.model, contract.input_size, self.threshold, self.classifier.backend.describe(),
+                 interpreters, threads, self.spec.describe(), self.cpu.line())
         self.summary = StreamSummary(source=self.spec.describe())
         self.flag = _StopFlag(stop)
         self.debouncer = Debouncer(options.min_frames)
         self.capture = Capture(self.spec, backoff,
                                transform=frame_transform(options.rotate, options.hflip, options.vflip),
                                prepare=self._model_input)
+        if interpreters == 1:  # scored on this thread
+            self.scorer = InlineScorer(self.capture, self.classifier, self._model_score)
+        else:  # the others are the same model: no second card read or start-up check
+            more = [CrackClassifier(options.model, threads=threads, contract=self.classifier.contract,
+                                    kernels=self.classifier.kernels) for _ in range(interpreters - 1)]
+            self.scorer = ScoringPool(self.capture, [self.classifier, *more], self._model_score)
         self.notifier = SystemdNotifier.from_environment()
         self.writer = None
         self.snapshots = None
@@ -354,6 +370,7 @@ class _StreamRun:
                 if options.show:
                     _open_window()
                 self.capture.start()  # a bad file, no picamera2, no GStreamer: UserError here
+                self.scorer.start()
                 self._open_outputs()
                 started = time.monotonic()  # --duration and --stall-timeout count from here
                 next_housekeeping = started + HOUSEKEEPING_SECONDS
@@ -376,13 +393,13 @@ class _StreamRun:
                     if self._stalled(now, started):
                         self.flag.set("stalled")
                         break
-                    frame = self.capture.get(timeout=POLL_SECONDS)
-                    if frame is None:
-                        if self.capture.ended:
+                    scored = self.scorer.get(timeout=POLL_SECONDS)
+                    if scored is None:
+                        if self.scorer.ended:
                             self.flag.set(self._end_reason())
                             break
                         continue
-                    annotated = self._score(frame)
+                    annotated = self._handle(*scored)
                     if options.show and annotated is not None:
                         cv2.imshow(WINDOW, annotated)
                         if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
@@ -429,19 +446,24 @@ class _StreamRun:
 
         return prepare_frame(_model_image(frame), self.grid, self.classifier.input_size)
 
-    def _score(self, frame):
-        """Score one frame, feed the debouncer, write what changed; the annotated frame when one
+    def _model_score(self, frame, classifier):
+        """The model's score of one frame, on the scorer's thread (edge/scoring_pool.py)."""
+        from edge.preprocess import frame_to_rgb
+        from edge.tiling import score_frame
+
+        if frame.model_input is not None:  # made on the capture thread (_model_input)
+            return frame.model_input.score(classifier)
+        # a frame of many tiles: made here, a batch at a time
+        return score_frame(classifier, frame_to_rgb(_model_image(frame)), self.grid)
+
+    def _handle(self, frame, score):
+        """Feed the debouncer one scored frame, write what changed; the annotated frame when one
         was drawn (for --show and snapshots)."""
         from edge.events import Observation
         from edge.overlay import draw_overlay
-        from edge.preprocess import frame_to_rgb
-        from edge.tiling import Box, FrameScore, TileScore, score_frame
+        from edge.tiling import Box, FrameScore, TileScore
 
         options = self.options
-        if frame.model_input is not None:  # made on the capture thread (_model_input)
-            score = frame.model_input.score(self.classifier)
-        else:  # a frame of many tiles: made here, a batch at a time
-            score = score_frame(self.classifier, frame_to_rgb(_model_image(frame)), self.grid)
         if frame.small is not None:  # the camera's lores stream, whole frame: its box is the full frame's
             height, width = frame.image.shape[:2]
             score = FrameScore(score.probability, [TileScore(Box(0, 0, width, height), score.probability)])
@@ -605,6 +627,7 @@ class _StreamRun:
     def _finish(self, started: float) -> None:
         import cv2
 
+        self.scorer.stop()  # each worker finishes the invoke it is in
         self.capture.stop()
         self.notifier.notify("STOPPING=1")
         open_event = self.debouncer.finish(self.last, reason="shutdown")

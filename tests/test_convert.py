@@ -19,7 +19,7 @@ import pytest
 from conftest import PROJECT, run_crack
 
 from convert.gate import DEFAULT_MAX_DROP, check_variant, drop_pp, recommend
-from convert.modes import MODE_TABLE, MODES
+from convert.modes import DEPLOY_PREFERENCE, MODE_TABLE, MODES
 from convert.options import ConvertOptions, parse_modes
 from convert.pipeline import run_convert
 from convert.quantize import TFLiteConverterBackend, prepare_calibration
@@ -204,7 +204,7 @@ def test_the_measured_int8_drop_fails_a_gate_just_under_it(controlled_run):
     assert report["failed"] == ["int8"]
     assert [variant(report, m)["gate"]["accuracy_drop_pp"] for m in ("fp32", "fp16")] == [0.0, 0.0]
     passed = [v for v in report["variants"] if v["gate"]["passed"]]
-    assert report["recommended"] == min(passed, key=lambda v: v["size_bytes"])["mode"] != "int8"
+    assert [v["mode"] for v in passed] == ["fp32", "fp16"] and report["recommended"] == "fp16"
     assert "**FAIL**" in (run / "tflite" / "report.md").read_text()
     # the reference kernels ran on 4 of the 10 images: reported, never gating
     reference = variant(report, "int8")["kernel_sets"][2]
@@ -255,7 +255,7 @@ def test_gate_rules_on_hand_made_results():
     assert "(builtin kernels)" in worst.reasons[0]
 
 
-def test_recommendation_is_the_smallest_that_passed():
+def test_recommendation_is_full_integer_first_among_those_that_passed():
     def sized(mode, size, passed):
         result = _hand_made(1.0 if passed else 0.0, 1.0, mode=mode)
         return replace(result, size_bytes=size,
@@ -264,6 +264,13 @@ def test_recommendation_is_the_smallest_that_passed():
     variants = [sized("fp32", 100, True), sized("int8", 25, False), sized("dynamic", 26, True)]
     assert recommend(variants) == "dynamic"
     assert recommend([variants[1]]) is None
+    # the first run's case: dynamic's file is a little smaller, but int8 passed and is preferred
+    passed = [sized("fp32", 100, True), sized("dynamic", 24, True), sized("int8", 25, True),
+              sized("int8_litert", 23, True)]
+    assert recommend(passed) == "int8"
+    assert recommend(passed[:2] + passed[3:]) == "int8_litert"
+    assert recommend([replace(passed[2], size_bytes=0)]) is None  # not published
+    assert set(DEPLOY_PREFERENCE) == set(MODE_TABLE)  # every mode has its place
 
 
 def test_runs_on_the_generated_demo_data_get_the_normal_gate(tmp_path):

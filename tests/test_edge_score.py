@@ -210,3 +210,7 @@ def test_bench_prints_and_writes_its_figures(edge_models, tmp_path):
     assert "decode+resize, 1 file" in result.stdout
     # the stream's rate is timed once it runs; its startup is reported apart
     assert figures["video"]["startup_s"] > 0 and "video startup" in result.stdout
+    # the stream runs as `stream` does by default: its interpreters side by side
+    video = figures["video"]
+    assert f"video (stream) ran {video['interpreters']} interpreter(s) of {video['threads_each']} thread(s)" \
+        in result.stdout and video["interpreters"] >= 1

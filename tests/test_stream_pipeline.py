@@ -1,7 +1,8 @@
 """The stream's pipeline: the capture thread makes the model's input (colour, resize, tiles) and the
 scoring thread only invokes. What the scoring thread hands the interpreter is bit for bit what
 edge.preprocess makes of the same decoded frame, with and without tiles, and a live source's
-stale frames are dropped, never queued."""
+stale frames are dropped, never queued. With one interpreter (`--interpreters 1`) the frame loop's
+own thread invokes; several interpreters side by side: tests/test_scoring_pool.py."""
 
 from __future__ import annotations
 
@@ -99,7 +100,7 @@ def test_the_scoring_thread_gets_exactly_what_preprocess_makes_of_each_frame(
     video = write_video(tmp_path / "noise.avi", noise_frames(3, 96, 128))
     spy = Spy(monkeypatch)
     summary = run_stream(StreamOptions(model=unverified_copy(edge_models["int8"], tmp_path), source=str(video), tiles=tiles,
-                                       tile_size=tile_size, threads=1))
+                                       tile_size=tile_size, threads=1, interpreters=1))
     assert summary.frames == 3 and summary.stop_reason == "end of video"
 
     grid = TileGrid.parse(tiles, tile_size)
@@ -165,7 +166,8 @@ def test_a_live_source_hands_the_scoring_thread_only_its_newest_frame(edge_model
 
     result: dict = {}
     runner = threading.Thread(target=lambda: result.update(summary=run_stream(
-        StreamOptions(model=unverified_copy(edge_models["int8"], tmp_path), source=source.spec.target, threads=1), stop, on_frame)),
+        StreamOptions(model=unverified_copy(edge_models["int8"], tmp_path), source=source.spec.target, threads=1,
+                                 interpreters=1), stop, on_frame)),
         name="scoring")
     runner.start()
     try:
