@@ -188,10 +188,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     from edge.bench import PIPELINE_TARGET
     from edge.classifier import CrackClassifier
-    from edge.interpreter import default_thread_count
     from edge.preprocess import load_for_model
     from edge.score import ScoreOptions
-    from edge.scoring_pool import interpreter_plan
+    from edge.scoring_pool import plan_for
 
     mark = cpu_mark()
     info = machine_info()
@@ -204,7 +203,7 @@ def main(argv: list[str] | None = None) -> dict:
     result: dict = {"machine": info, "size": args.size, "photos": len(photos),
                     "photo_source": str(photos[0].parent), "video_frames": args.video_frames,
                     "stream_limit": "bare invoke ms + (decode + prepare ms per frame) / cores",
-                    "stream_interpreters": interpreter_plan(None, None, default_thread_count())[0],
+                    "stream_interpreters": len(plan_for(paths["int8"], None, None)),
                     "stream_limit_target": STREAM_LIMIT_TARGET,
                     "score_settings": {"batch_size": ScoreOptions.batch_size,
                                        "decode_workers": ScoreOptions.decode_workers},

@@ -23,11 +23,10 @@ from edge.classifier import CrackClassifier
 from edge.errors import ImageDecodeError, RuntimeFailure, UserError
 from edge.file_inputs import expand_inputs
 from edge.health import report_health, throttled_flags
-from edge.interpreter import default_thread_count
 from edge.output_paths import check_output_path
 from edge.preprocess import load_for_model
 from edge.score import ScoreOptions, scored_rows
-from edge.scoring_pool import interpreter_plan
+from edge.scoring_pool import plan_for
 from edge.tiling import TileGrid
 
 SYNTHETIC_SIZE = (480, 640)  # height, width of the generated photos and video frames
@@ -225,9 +224,9 @@ def run_bench(options: BenchOptions, say=print) -> dict:
         result["files"] = {**files_pipeline(classifier, paths, options.repeats), "source": source}
         video = options.video or write_synthetic_video(scratch / "video.avi", options.count)
         # as `crack-edge stream` runs with the same --threads: its interpreters side by side
-        interpreters, threads = interpreter_plan(None, options.threads, default_thread_count())
-        result["video"] = {**video_pipeline(options.model, video, threads, options.repeats, interpreters),
-                           "interpreters": interpreters, "threads_each": threads,
+        plan = plan_for(options.model, None, options.threads)
+        result["video"] = {**video_pipeline(options.model, video, options.threads, options.repeats),
+                           "interpreters": len(plan), "interpreter_threads": plan,
                            "source": str(options.video) if options.video else
                            f"{options.count}-frame generated MJPG video"}
     bare = result["bare_invoke"]["fps"]
@@ -277,8 +276,8 @@ def report_lines(result: dict) -> list[str]:
         lines.append(f"video startup (load the model, open the video, first invoke): "
                      f"{result['video']['startup_s']:.2f} s, not counted in its fps")
     if "interpreters" in result["video"]:
-        lines.append(f"video (stream) ran {result['video']['interpreters']} interpreter(s) of "
-                     f"{result['video']['threads_each']} thread(s), as `stream` does by default")
+        lines.append(f"video (stream) ran {result['video']['interpreters']} interpreter(s), threads "
+                     f"{'+'.join(map(str, result['video']['interpreter_threads']))}, as `stream` does by default")
     lines.append("pipeline figures: median ms = 1000 / fps, p90 ms = time between consecutive results")
     lines.append(f"pipeline target: at least {PIPELINE_TARGET:.2f} of the bare invoke rate")
     ceiling = result["files"].get("ceiling_ratio")

@@ -273,8 +273,8 @@ def stream_command(
     min_frames: Annotated[int, typer.Option(
         "--min-frames", help="Consecutive crack frames that open an event, and clear frames that close it.")] = 3,
     threads: Annotated[int | None, typer.Option(
-        "--threads", show_default="the default threads shared among the interpreters",
-        help="Threads of each interpreter.")] = None,
+        "--threads", show_default="all cores, one fewer on an Arm board with 4+",
+        help="Interpreter threads in all, shared among the interpreters (3 over 2: 2 and 1).")] = None,
     interpreters: Annotated[int | None, typer.Option(
         "--interpreters", metavar="N", show_default="2 on 2 or more cores, memory permitting",
         help="Interpreters scoring frames side by side (faster on a small CPU; each holds a copy of the "

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import NamedTuple
 
 from edge.capture import Capture, Frame
@@ -45,17 +46,31 @@ class ScoredFrame(NamedTuple):
 
 
 def interpreter_plan(interpreters: int | None, threads: int | None, default_threads: int,
-                     model_mb: float = 0.0, available_mb: float | None = None) -> tuple[int, int]:
-    """(interpreters, threads of each) for the stream. Not given: two interpreters when there are
-    two or more default interpreter threads to share and the second fits in memory (it costs about
-    EXTRA_INTERPRETER_COST x the model file, and may take at most MEMORY_SHARE of the memory
-    available; unknown memory counts as enough), else one. Each gets its share of the default
-    threads, rounded up (so a core is never left idle by the rounding)."""
+                     model_mb: float = 0.0, available_mb: float | None = None) -> list[int]:
+    """The threads of each of the stream's interpreters (one entry per interpreter).
+
+    ``threads`` are the interpreter threads in all (default: ``default_threads``), shared among the
+    interpreters as evenly as they go (3 over 2: 2 and 1), at least one each. ``interpreters`` not
+    given: two when there are two or more threads to share and the second fits in memory (it costs
+    about EXTRA_INTERPRETER_COST x the model file, and may take at most MEMORY_SHARE of the memory
+    available; unknown memory counts as enough), else one."""
+    total = threads if threads is not None else default_threads
     if interpreters is None:
         fits = available_mb is None or EXTRA_INTERPRETER_COST * model_mb <= MEMORY_SHARE * available_mb
-        interpreters = 2 if default_threads >= 2 and fits else 1
-    each = threads if threads is not None else max(1, -(-default_threads // interpreters))
-    return interpreters, each
+        interpreters = 2 if total >= 2 and fits else 1
+    share, extra = divmod(total, interpreters)
+    return [max(1, share + (1 if n < extra else 0)) for n in range(interpreters)]
+
+
+def plan_for(model: Path, interpreters: int | None, threads: int | None) -> list[int]:
+    """``interpreter_plan`` on this machine: its default threads, the memory available now and the
+    model file's size."""
+    from edge.health import default_threads, memory_mb
+
+    memory = memory_mb()  # (in use, total); None where /proc/meminfo is missing
+    model_mb = model.stat().st_size / 2**20 if model.is_file() else 0.0
+    return interpreter_plan(interpreters, threads, default_threads(), model_mb,
+                            memory[1] - memory[0] if memory else None)
 
 
 class InlineScorer:

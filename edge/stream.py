@@ -58,7 +58,7 @@ EXIT_CODES = {"source closed": EXIT_RUNTIME, "truncated video": EXIT_RUNTIME, "s
 class StreamOptions:
     model: Path
     source: str
-    threads: int | None = None  # of each interpreter; None: edge.scoring_pool.interpreter_plan
+    threads: int | None = None  # interpreter threads in all, shared: edge.scoring_pool.interpreter_plan
     interpreters: int | None = None  # scoring side by side; None: 2 on 2+ cores (edge/scoring_pool.py)
     threshold: float | None = None  # None: the model's sidecar threshold
     tiles: str | None = None
@@ -299,8 +299,8 @@ class _StreamRun:
         from edge.classifier import CrackClassifier
         from edge.disk_budget import DiskBudget
         from edge.events import Debouncer
-        from edge.health import cpu_info, default_threads, memory_mb
-        from edge.scoring_pool import InlineScorer, ScoringPool, interpreter_plan
+        from edge.health import cpu_info
+        from edge.scoring_pool import InlineScorer, ScoringPool, plan_for
         from edge.sources import Backoff, check_source, frame_transform, parse_source, with_resolution
         from edge.systemd_notify import SystemdNotifier
         from edge.tiling import TileGrid
@@ -313,11 +313,8 @@ class _StreamRun:
         check_source(self.spec)  # a missing file, no GStreamer: before the model is loaded
         backoff = Backoff(options.reconnect_initial, options.reconnect_max)
         self.budget = DiskBudget.from_options(options.max_disk_mb, options.keep_days)
-        memory = memory_mb()  # (in use, total), None where /proc/meminfo is missing
-        model_mb = options.model.stat().st_size / 2**20 if options.model.is_file() else 0.0
-        interpreters, threads = interpreter_plan(options.interpreters, options.threads, default_threads(),
-                                                 model_mb, memory[1] - memory[0] if memory else None)
-        self.classifier = CrackClassifier(options.model, threads=threads)
+        plan = plan_for(options.model, options.interpreters, options.threads)  # threads of each
+        self.classifier = CrackClassifier(options.model, threads=plan[0])
         self.verify = startup_check(self.classifier, options.require_verified)  # before any output
         (log.info if self.verify.passed else log.warning)("%s", self.verify.line)
         contract = self.classifier.contract
@@ -331,20 +328,20 @@ class _StreamRun:
             # kept for snapshots (tiles need the full frame: no lores with --tiles)
             self.spec = dataclasses.replace(self.spec, lores=(size, size))
         self.cpu = cpu_info()
-        log.info("model %s (input %d, threshold %.3f, %s, %d interpreter(s) of %d thread(s)), source %s; %s",
+        log.info("model %s (input %d, threshold %.3f, %s, %d interpreter(s), threads %s), source %s; %s",
                  options.model, contract.input_size, self.threshold, self.classifier.backend.describe(),
-                 interpreters, threads, self.spec.describe(), self.cpu.line())
+                 len(plan), "+".join(map(str, plan)), self.spec.describe(), self.cpu.line())
         self.summary = StreamSummary(source=self.spec.describe())
         self.flag = _StopFlag(stop)
         self.debouncer = Debouncer(options.min_frames)
         self.capture = Capture(self.spec, backoff,
                                transform=frame_transform(options.rotate, options.hflip, options.vflip),
                                prepare=self._model_input)
-        if interpreters == 1:  # scored on this thread
+        if len(plan) == 1:  # scored on this thread
             self.scorer = InlineScorer(self.capture, self.classifier, self._model_score)
         else:  # the others are the same model: no second card read or start-up check
             more = [CrackClassifier(options.model, threads=threads, contract=self.classifier.contract,
-                                    kernels=self.classifier.kernels) for _ in range(interpreters - 1)]
+                                    kernels=self.classifier.kernels) for threads in plan[1:]]
             self.scorer = ScoringPool(self.capture, [self.classifier, *more], self._model_score)
         self.notifier = SystemdNotifier.from_environment()
         self.writer = None

@@ -212,5 +212,6 @@ def test_bench_prints_and_writes_its_figures(edge_models, tmp_path):
     assert figures["video"]["startup_s"] > 0 and "video startup" in result.stdout
     # the stream runs as `stream` does by default: its interpreters side by side
     video = figures["video"]
-    assert f"video (stream) ran {video['interpreters']} interpreter(s) of {video['threads_each']} thread(s)" \
-        in result.stdout and video["interpreters"] >= 1
+    assert f"video (stream) ran {video['interpreters']} interpreter(s), threads " \
+           f"{'+'.join(map(str, video['interpreter_threads']))}" in result.stdout
+    assert len(video["interpreter_threads"]) == video["interpreters"] >= 1

@@ -78,14 +78,15 @@ def drain(scorer) -> list:
 
 
 @pytest.mark.parametrize("interpreters, threads, default, expected", [
-    (None, None, 2, (2, 1)),  # 2 cores: two interpreters of one thread
-    (None, None, 1, (1, 1)),  # 1 core: one
-    (None, None, 3, (2, 2)),  # a Pi 4's default 3 threads: rounded up, no core left idle
-    (None, None, 8, (2, 4)),
-    (1, None, 2, (1, 2)),  # --interpreters 1: every default thread in one interpreter
-    (4, None, 2, (4, 1)),
-    (None, 3, 2, (2, 3)),  # --threads is per interpreter
-    (3, 2, 8, (3, 2)),
+    (None, None, 2, [1, 1]),  # 2 cores: two interpreters of one thread
+    (None, None, 1, [1]),  # 1 core: one
+    (None, None, 3, [2, 1]),  # a Pi 4's default 3 threads, shared as evenly as they go
+    (None, None, 8, [4, 4]),
+    (1, None, 2, [2]),  # --interpreters 1: every default thread in one interpreter
+    (4, None, 2, [1, 1, 1, 1]),  # at least one thread each
+    (None, 3, 4, [2, 1]),  # --threads is the total, as before there were several interpreters
+    (None, 1, 4, [1]),  # one thread: one interpreter
+    (3, 8, 2, [3, 3, 2]),
 ])
 def test_the_interpreter_plan(interpreters, threads, default, expected):
     assert interpreter_plan(interpreters, threads, default) == expected
@@ -93,14 +94,14 @@ def test_the_interpreter_plan(interpreters, threads, default, expected):
 
 
 @pytest.mark.parametrize("model_mb, available_mb, expected", [
-    (94.0, 700.0, (1, 2)),  # fp32 on a Pi with 1 GB: a second interpreter would take too much
-    (24.0, 700.0, (2, 1)),  # int8 there: two
-    (24.0, 300.0, (2, 1)),  # int8 on a Pi Zero 2 W
-    (94.0, 2000.0, (2, 1)),
+    (94.0, 700.0, [2]),  # fp32 on a Pi with 1 GB: a second interpreter would take too much
+    (24.0, 700.0, [1, 1]),  # int8 there: two
+    (24.0, 300.0, [1, 1]),  # int8 on a Pi Zero 2 W
+    (94.0, 2000.0, [1, 1]),
 ])
 def test_a_second_interpreter_only_where_it_takes_a_small_share_of_the_memory(model_mb, available_mb, expected):
     assert interpreter_plan(None, None, 2, model_mb, available_mb) == expected
-    assert interpreter_plan(2, None, 2, model_mb, available_mb) == (2, 1)  # asked for: given
+    assert interpreter_plan(2, None, 2, model_mb, available_mb) == [1, 1]  # asked for: given
 
 
 def test_frames_come_back_in_the_order_taken_even_when_a_later_one_finishes_first():
@@ -250,8 +251,8 @@ def test_two_interpreters_give_the_stream_the_same_probabilities_and_events_as_o
     for interpreters in (1, 2):
         scored: list[tuple[int, float]] = []
         events = tmp_path / f"events_{interpreters}.jsonl"
-        summary = run_stream(StreamOptions(model=model, source=str(video), interpreters=interpreters, threads=1,
-                                           min_frames=2, events=events),
+        summary = run_stream(StreamOptions(model=model, source=str(video), interpreters=interpreters,
+                                           threads=interpreters, min_frames=2, events=events),
                              on_frame=lambda index, probability: scored.append((index, probability)))
         assert summary.frames == 15 and summary.stop_reason == "end of video" and summary.events == 1
         runs[interpreters] = (scored, events_without_times(events))
@@ -268,8 +269,8 @@ def test_noise_frames_reach_both_interpreters_unchanged(edge_models, tmp_path):
     probabilities = {}
     for interpreters in (1, 2):
         got: list[float] = []
-        run_stream(StreamOptions(model=model, source=str(video), interpreters=interpreters, threads=1,
-                                 tiles="2x2"), on_frame=lambda index, p: got.append(p))
+        run_stream(StreamOptions(model=model, source=str(video), interpreters=interpreters,
+                                 threads=interpreters, tiles="2x2"), on_frame=lambda index, p: got.append(p))
         probabilities[interpreters] = got
     assert len(probabilities[2]) == 8 and probabilities[2] == probabilities[1]
 
