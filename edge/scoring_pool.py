@@ -7,7 +7,7 @@ is often the one the capture thread has pushed aside, so the whole layer waits. 
 of N/2 threads each work on two frames at once and only wait for themselves. Measured on 2 cores
 (Intel Xeon, int8 ResNet50V2 at 224 px): one interpreter of 2 threads 5.5 ms per invoke; two of 1
 thread each, side by side, 5.0 ms per frame; with the capture thread beside them the stream went
-from about 150 to 165 frames per second (benchmarks/edge_throughput.py has the paired figures).
+from 150 to 175 frames per second, 1.08 of its limit (benchmarks/results/edge_throughput.json).
 The price: each frame waits for a one-thread invoke (latency about 9 ms instead of 6 here), and
 each interpreter holds its own packed weights (peak memory +59 MB for int8, +207 MB for fp32), so
 by default a second interpreter is only started where it takes a small share of the memory.
