@@ -14,12 +14,15 @@ EXTRAS   := train,test,mqtt,quantizer
 
 DATA     ?=
 DEMO_DIR ?= data/demo
-# The demo recipe (training/demo_data.py DEMO_EPOCHS, DEMO_IMG_SIZE): 0.96 test accuracy in about
-# 13 minutes on 2 idle cores (README); for real data pass your own.
+# The demo recipe (training/demo_data.py DEMO_EPOCHS, DEMO_IMG_SIZE): 0.94-0.96 test accuracy in
+# 13-18 minutes on 2 idle cores, by CPU (README); for real data pass your own.
 EPOCHS   ?= 15
 IMG_SIZE ?= 64
 WEIGHTS  ?= auto
 RUN      ?= runs/latest
+# pytest workers for `make test` (pytest-xdist): about half the CPU sits idle with one, as many
+# tests wait on a subprocess; the integration tests stay on one (they start servers and clusters).
+TEST_WORKERS ?= 2
 NAME     ?=
 # The accuracy gate of `crack convert` in percentage points; empty: the converter's own default.
 MAX_DROP ?=
@@ -62,10 +65,10 @@ convert: setup
 	$(BIN)/crack convert --run $(RUN) $(if $(MAX_DROP),--max-drop $(MAX_DROP),)
 
 test: setup
-	$(BIN)/python -m pytest -m "not integration"
+	$(BIN)/python -m pytest -m "not integration" -n $(TEST_WORKERS)
 
 test-fast: setup
-	$(BIN)/python -m pytest -m "not slow and not integration"
+	$(BIN)/python -m pytest -m "not slow and not integration" -n $(TEST_WORKERS)
 
 # Tests against real outside programs (an MQTT broker, headless Chromium): .ci/run installs them;
 # against a local Ray cluster (the `cluster` extra, installed here) and two training workers; and

@@ -15,14 +15,15 @@ the speed of these dense kernels, so random weights measure the architecture fai
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from training import tensorflow_env  # noqa: E402
+
+tensorflow_env.prepare()  # before anything imports TensorFlow
 
 import numpy as np  # noqa: E402
 

@@ -8,12 +8,13 @@ second ResNet50V2 consumes in a training step, at the same image size and batch 
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from training import tensorflow_env  # noqa: E402
+
+tensorflow_env.prepare()  # before anything imports TensorFlow
 
 from benchmarks.machine import (  # noqa: E402
     RESULTS_DIR,

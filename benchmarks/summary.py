@@ -68,6 +68,15 @@ def conversion_results() -> list[Path]:
     return ([latest] if latest.is_file() else []) + others
 
 
+def edge_results() -> list[Path]:
+    """edge_throughput.json (the latest run) first, then edge_throughput_<name>.json: the same
+    benchmark kept from other machines (`edge_throughput --out`), since the int8 speed and the
+    stream's balance depend on the CPU."""
+    latest = RESULTS_DIR / "edge_throughput.json"
+    others = sorted(RESULTS_DIR.glob("edge_throughput_*.json"))
+    return ([latest] if latest.is_file() else []) + others
+
+
 def conversion_lines(convert: dict, path: Path) -> list[str]:
     lines = [f"Conversion, {convert['subject']} (size and single-image latency relative to fp32; "
              f"`{path.name}`). Machine: {describe_machine(convert['machine'])}:", "",
@@ -189,9 +198,8 @@ def section() -> str:
              "Each part names the machine it ran on and how many cores other processes kept busy "
              "while it ran (0.00: the machine was the benchmark's alone). Timings are medians of "
              "several runs.", ""]
-    edge = load("edge_throughput")
-    if edge:
-        lines += edge_lines(edge)
+    for path in edge_results():
+        lines += edge_lines(json.loads(path.read_text()))
     preview = load("preview_viewer")
     if preview:
         lines += preview_lines(preview)

@@ -39,7 +39,9 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from training import tensorflow_env  # noqa: E402
+
+tensorflow_env.prepare()  # before anything imports TensorFlow
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402

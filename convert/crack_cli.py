@@ -6,15 +6,14 @@ train, predict: training/cli.py) and conversion (convert: convert/cli.py).
 
 from __future__ import annotations
 
-import os
-
 from convert.cli import convert_command
 from edge.cli_main import run_app
+from training import tensorflow_env
 from training.cli import app
 
 app.command("convert")(convert_command)
 
 
 def main() -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
+    tensorflow_env.prepare()  # oneDNN kernels, quiet start-up: before TensorFlow is imported
     run_app(app, "crack")

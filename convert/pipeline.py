@@ -11,7 +11,6 @@ requested variant failed the gate, after everything is written.
 from __future__ import annotations
 
 import hashlib
-import os
 import platform
 import shutil
 import sys
@@ -39,6 +38,7 @@ from edge.golden import GoldenSet, golden_path
 from edge.errors import UserError, first_line
 from edge.interpreter import DEFAULT_KERNELS
 from edge.model_metadata import file_sha256
+from training import tensorflow_env
 
 EXIT_OK = 0
 EXIT_GATE_FAILED = 1
@@ -466,7 +466,7 @@ def run_convert(options: ConvertOptions, console: Console | None = None) -> int:
         max_drop, reason = options.max_drop, "--max-drop"
     else:
         max_drop, reason = DEFAULT_MAX_DROP, "default"
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    tensorflow_env.prepare()
     layout = inputs.layout
     console.print(f"[bold]crack convert[/] run {layout.name} -> {layout.tflite} (modes "
                   f"{', '.join(options.modes)}, max drop {max_drop:g} pp: {reason})", highlight=False)

@@ -7,7 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fixtures_training import run_crack, tiny_run  # noqa: F401  (session fixture for every module)
+
+from training import tensorflow_env
+
+tensorflow_env.prepare()  # as every entry point does, before any test imports TensorFlow
+from fixtures_training import run_crack, tiny_run  # noqa: E402,F401  (session fixture for every module)
 
 PROJECT = Path(__file__).resolve().parents[1]
 SHARED_DATA = PROJECT.parent / "shared" / "data"

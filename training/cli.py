@@ -246,7 +246,7 @@ def calibrate_command(
 def main() -> None:
     """`python -m training`: the training commands alone (the full `crack`, with `convert`, is
     assembled one layer up, in convert/crack_cli.py)."""
-    import os
+    from training import tensorflow_env
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
+    tensorflow_env.prepare()  # oneDNN kernels, quiet start-up: before TensorFlow is imported
     run_app(app, "crack")
