@@ -21,7 +21,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from training import tensorflow_env  # noqa: E402
+from training import tensorflow_env
 
 tensorflow_env.prepare()  # before anything imports TensorFlow
 

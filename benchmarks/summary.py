@@ -59,21 +59,12 @@ def real_data_lines(result: dict) -> list[str]:
     return lines + [""]
 
 
-def conversion_results() -> list[Path]:
-    """convert.json (this machine, the latest `bench_convert`) first, then convert_<name>.json:
-    the same benchmark kept from other machines (`bench_convert --out`), since whether int8 is
-    faster depends on the CPU."""
-    latest = RESULTS_DIR / "convert.json"
-    others = sorted(RESULTS_DIR.glob("convert_*.json"))
-    return ([latest] if latest.is_file() else []) + others
-
-
-def edge_results() -> list[Path]:
-    """edge_throughput.json (the latest run) first, then edge_throughput_<name>.json: the same
-    benchmark kept from other machines (`edge_throughput --out`), since the int8 speed and the
-    stream's balance depend on the CPU."""
-    latest = RESULTS_DIR / "edge_throughput.json"
-    others = sorted(RESULTS_DIR.glob("edge_throughput_*.json"))
+def results_with_kept(name: str) -> list[Path]:
+    """<name>.json (this machine, the benchmark's latest run) first, then <name>_<machine>.json: the
+    same benchmark kept from other machines (its --out), since int8's speed, and so the stream's
+    balance and whether int8 is faster, depend on the CPU."""
+    latest = RESULTS_DIR / f"{name}.json"
+    others = sorted(RESULTS_DIR.glob(f"{name}_*.json"))
     return ([latest] if latest.is_file() else []) + others
 
 
@@ -198,12 +189,12 @@ def section() -> str:
              "Each part names the machine it ran on and how many cores other processes kept busy "
              "while it ran (0.00: the machine was the benchmark's alone). Timings are medians of "
              "several runs.", ""]
-    for path in edge_results():
+    for path in results_with_kept("edge_throughput"):
         lines += edge_lines(json.loads(path.read_text()))
     preview = load("preview_viewer")
     if preview:
         lines += preview_lines(preview)
-    for path in conversion_results():
+    for path in results_with_kept("convert"):
         lines += conversion_lines(json.loads(path.read_text()), path)
     for name in ("surface_crack", "crackforest"):
         result = load(f"real_data_{name}")

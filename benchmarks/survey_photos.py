@@ -39,7 +39,7 @@ import sys
 import time
 from pathlib import Path
 
-from training import tensorflow_env  # noqa: E402
+from training import tensorflow_env
 
 tensorflow_env.prepare()  # before anything imports TensorFlow
 
