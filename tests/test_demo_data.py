@@ -211,17 +211,41 @@ def test_cli_defaults_are_the_module_defaults():
 # --- the recipe `make train convert` trains it with ------------------------------------------
 
 def test_the_makefile_trains_the_demo_recipe():
-    """`make train convert` trains with DEMO_EPOCHS and DEMO_IMG_SIZE (the figures in the README
-    were measured with them) and has no gate of its own for the demo run."""
+    """`make train convert` trains with DEMO_EPOCHS, DEMO_IMG_SIZE and DEMO_BATCH_SIZE (the
+    figures in the README were measured with them) and has no gate of its own for the demo run."""
     import re
 
-    from training.demo_data import DEMO_EPOCHS, DEMO_IMG_SIZE
+    from training.demo_data import DEMO_BATCH_SIZE, DEMO_EPOCHS, DEMO_IMG_SIZE
 
     makefile = (ROOT / "Makefile").read_text()
     assert re.search(rf"^EPOCHS\s*\?=\s*{DEMO_EPOCHS}\s*$", makefile, re.M)
     assert re.search(rf"^IMG_SIZE\s*\?=\s*{DEMO_IMG_SIZE}\s*$", makefile, re.M)
+    assert re.search(rf"^BATCH\s*\?=\s*{DEMO_BATCH_SIZE}\s*$", makefile, re.M)
+    assert "--batch-size $(BATCH)" in makefile
     assert "--max-drop 10" not in makefile
 
+
+def test_make_makes_the_demo_data_again_when_its_generator_changed(tmp_path):
+    """An old data set is not trained on after training/demo_data.py changed: `make` sees the
+    marker older than the generator and runs `crack data demo` again; a newer marker is kept."""
+    import os
+
+    demo = tmp_path / "demo"
+    demo.mkdir()
+    marker = demo / COMPLETE_MARKER
+    marker.write_text("{}")
+    changed = (ROOT / "training" / "demo_data.py").stat().st_mtime
+
+    def planned() -> str:
+        done = subprocess.run(["make", "-n", "demo-data", f"DEMO_DIR={demo}"], cwd=ROOT,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    os.utime(marker, (changed - 60, changed - 60))
+    assert f"crack data demo --out {demo}" in planned()
+    os.utime(marker, (changed + 60, changed + 60))
+    assert "crack data demo" not in planned()
 
 def test_from_scratch_the_learning_rate_decays_along_a_cosine_and_pretrained_keeps_plateaus():
     from training.callbacks import COSINE_FLOOR, cosine_learning_rate
