@@ -1,7 +1,7 @@
 # Two commands on a fresh machine:
 #   make train convert   set up, make the demo data, train on it, convert to TFLite
 #   make test            set up and run the tests
-# Real runs: make train DATA=path/to/images EPOCHS=20 IMG_SIZE=224 BATCH=16 WEIGHTS=imagenet
+# Real runs: make train DATA=path/to/images EPOCHS=20 IMG_SIZE=224 WEIGHTS=imagenet
 
 PYTHON   ?= python3
 VENV     ?= .venv
@@ -15,10 +15,10 @@ EXTRAS   := train,test,mqtt,quantizer
 DATA     ?=
 DEMO_DIR ?= data/demo
 # The demo recipe (training/demo_data.py DEMO_EPOCHS, DEMO_IMG_SIZE, DEMO_BATCH_SIZE): about 0.95
-# test accuracy in 13-19 minutes on 2 idle cores, by CPU (README); for real data pass your own.
+# test accuracy in 13-18 minutes on 2 idle cores, by CPU (README); for real data pass your own.
 EPOCHS   ?= 15
 IMG_SIZE ?= 64
-BATCH    ?= 32
+BATCH    ?= 16
 WEIGHTS  ?= auto
 RUN      ?= runs/latest
 # pytest workers for `make test` (pytest-xdist): about half the CPU sits idle with one, as many

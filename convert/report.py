@@ -73,7 +73,9 @@ def markdown(report: dict) -> str:
             f"| {_pct(c.get('agreement'), 1)} | {_num(c.get('mean_abs_prob_diff'), '.4f')} "
             f"| {_num(c.get('max_abs_prob_diff'), '.4f')} | {_num(m.get('probability_std'))} "
             f"| {_mb(v.get('size_bytes'))} | {ratio} | {latency} |")
-    lines += ["", "Δ columns: variant minus Keras (negative = lost). agree: share of images whose label "
+    lines += ["", "Δ columns: variant minus Keras (negative = lost) on the worst kernel set that "
+              "scored the whole split, the figure the gate judges; the other columns are the default "
+              "kernels'. agree: share of images whose label "
               "matches the Keras model's. p std: spread of the crack probabilities over the test images "
               "(near 0 = the model predicts one value for everything).", ""]
     lines += kernel_sets_section(report)

@@ -255,6 +255,21 @@ def test_gate_rules_on_hand_made_results():
     assert "(builtin kernels)" in worst.reasons[0]
 
 
+def test_the_console_names_the_kernel_set_whose_change_the_gate_judged():
+    """The accuracy shown is the default kernels'; the change beside it is the gate's (the worst
+    kernel set's), so the line names that set when it is another one."""
+    from convert.pipeline import accuracy_figures
+
+    keras = {"accuracy": 0.9, "f1": 0.9}
+    worse_elsewhere = _hand_made(0.92, 0.92, kernels=(("builtin", 0.91, True),))
+    line = accuracy_figures(replace(worse_elsewhere, gate=check_variant(keras, worse_elsewhere, 1)))
+    assert line == ("accuracy 92.00% (+1.00 pp on builtin kernels), "
+                    "F1 92.00% (+2.00 pp on builtin kernels)")
+    worst_here = _hand_made(0.89, 0.9, kernels=(("builtin", 0.9, True),))
+    line = accuracy_figures(replace(worst_here, gate=check_variant(keras, worst_here, 1)))
+    assert line == "accuracy 89.00% (-1.00 pp), F1 90.00% (+0.00 pp)"
+
+
 def test_recommendation_is_full_integer_first_among_those_that_passed():
     def sized(mode, size, passed):
         result = _hand_made(1.0 if passed else 0.0, 1.0, mode=mode)
