@@ -247,6 +247,7 @@ def test_make_makes_the_demo_data_again_when_its_generator_changed(tmp_path):
     os.utime(marker, (changed + 60, changed + 60))
     assert "crack data demo" not in planned()
 
+
 def test_from_scratch_the_learning_rate_decays_along_a_cosine_and_pretrained_keeps_plateaus():
     from training.callbacks import COSINE_FLOOR, cosine_learning_rate
     from training.options import TrainOptions, plan_for
