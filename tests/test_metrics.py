@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from edge.metrics import (Confusion, best_f1_threshold, binary_report, confusion, pr_auc, pr_curve,
-                          roc_auc, roc_curve, threshold_for_recall)
+                          choose_threshold, clearly_better, right_where_they_differ, roc_auc, roc_curve,
+                          threshold_for_recall)
 
 
 def test_f1_is_the_harmonic_mean_not_the_original_projects_figure():
@@ -66,6 +67,44 @@ def test_threshold_choice_on_validation_scores():
     assert threshold_for_recall(labels, scores, 1.0) == pytest.approx(0.35)
     with pytest.raises(ValueError):
         threshold_for_recall(labels, scores, 0.0)
+
+
+def test_the_kept_threshold_stays_unless_the_best_f1_one_is_clearly_better():
+    # 20 clean images score 0.1, 20 cracks 0.9; between them the images the two thresholds (0.5
+    # and the best-F1 one) decide differently
+    def case(cracks_between: int, clean_between: int):
+        labels = np.r_[np.zeros(20 + clean_between), np.ones(20 + cracks_between)].astype(int)
+        scores = np.r_[np.full(20, 0.1), np.full(clean_between, 0.45),
+                       np.full(20, 0.9), np.full(cracks_between, 0.4)]
+        return labels, scores
+
+    # best F1 goes below both in-between groups: 6 cracks right, 2 clean wrong: 6 - 2 < 2 sqrt(8)
+    threshold, rule = choose_threshold(*case(6, 2), keep=0.5)
+    assert threshold == 0.5
+    assert rule == ("0.5 kept: the best F1 threshold on the validation split (0.2500) is right on 6 "
+                    "of the 8 images it decides unlike 0.5, not clearly better")
+    # 12 cracks right, 1 clean wrong: 12 - 1 > 2 sqrt(13) = 7.2: the best-F1 threshold wins
+    threshold, rule = choose_threshold(*case(12, 1), keep=0.5, on="12 photos")
+    assert threshold == pytest.approx(0.25)
+    assert rule == "best F1 on 12 photos, right on 12 of the 13 images it decides unlike 0.5"
+    # without keep, and with a target recall, the rule is as before
+    assert choose_threshold(*case(6, 2)) == (pytest.approx(0.25), "best F1 on the validation split")
+    assert choose_threshold(*case(6, 2), target_recall=0.5, keep=0.5)[0] == pytest.approx(0.675)
+    # nothing decided differently: no gain, the kept threshold stays
+    labels, scores = np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.8, 0.9])
+    assert choose_threshold(labels, scores, keep=0.5)[0] == 0.5
+
+
+def test_only_the_images_two_thresholds_label_differently_count():
+    labels = np.array([0, 1, 1, 0, 1])
+    scores = np.array([0.3, 0.35, 0.45, 0.6, 0.9])
+    # 0.3 vs 0.5 differ on the first three: 0.3 is right on the two cracks, wrong on the clean one
+    assert right_where_they_differ(labels, scores, 0.3, 0.5) == (2, 3)
+    assert right_where_they_differ(labels, scores, 0.5, 0.3) == (1, 3)
+    assert right_where_they_differ(labels, scores, 0.5, 0.55) == (0, 0)
+    # right - wrong must exceed 2 sqrt(differ): 3 of 3: 3 < 3.46; 4 of 4: 4 = 4; 5 of 5: 5 > 4.47
+    assert not clearly_better(3, 3) and not clearly_better(4, 4) and clearly_better(5, 5)
+    assert clearly_better(9, 10) and not clearly_better(8, 10) and not clearly_better(0, 0)
 
 
 def random_case(seed: int, count: int = 60, levels: int = 12):

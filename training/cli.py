@@ -153,8 +153,9 @@ def train_command(
                                          help="Keep all patches of one photo in one split (names like "
                                               "001__y48_x96.png or IMG_12_3_4.jpg)."),
     target_recall: float | None = typer.Option(None, "--target-recall", metavar="R",
-                                               help="Choose the threshold reaching this validation recall "
-                                                    "(default: best validation F1)."),
+                                               help="Choose the highest threshold reaching this validation "
+                                                    "recall (default: 0.5, unless the best validation F1 "
+                                                    "threshold is clearly better there)."),
     augment: bool = typer.Option(True, "--augment/--no-augment", help="Flips, rotations, brightness, contrast."),
     strategy: str = typer.Option("default", "--strategy", metavar="default|mirrored|multi-worker",
                                  help="tf.distribute strategy: mirrored for several GPUs, multi-worker "

@@ -1,9 +1,10 @@
 """After training: choose the decision threshold on validation, measure the test split, write
 contract.json, metrics.json, test_predictions.csv and the plots.
 
-The threshold is the one with the best F1 on the validation split (or the highest one that
-reaches ``--target-recall``); the test split is reported at that threshold and at 0.5, and never
-influences any choice.
+The threshold is 0.5, the point the class-balanced loss trains for, unless the threshold with the
+best F1 on the validation split is clearly better there (``edge.metrics.choose_threshold``), or the
+highest one that reaches ``--target-recall``; the test split is reported at that threshold and at
+0.5, and never influences any choice.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ from training.adapt import parent_record
 from training.keras_inference import BATCH_SIZE, keras_probabilities
 from training.run_layout import RunLayout
 from training.run_log import say
+
+# The threshold training keeps unless validation clearly shows a better one: class weights make
+# both classes count equally in the loss, so a sigmoid output of 0.5 is where it balances them.
+BALANCED_THRESHOLD = 0.5
 
 
 def split_probabilities(model, items: list[tuple[str, int]], img_size: int) -> np.ndarray:
@@ -44,7 +49,8 @@ def evaluate_run(layout: RunLayout, model, options, splits, weights) -> dict:
     val_probabilities = split_probabilities(model, splits["val"], size)
     test_probabilities = split_probabilities(model, splits["test"], size)
 
-    threshold, how = choose_threshold(val_labels, val_probabilities, options.target_recall)
+    threshold, how = choose_threshold(val_labels, val_probabilities, options.target_recall,
+                                     keep=BALANCED_THRESHOLD)
     parent = parent_record(options)  # the --init run this one started from
     ModelContract(input_size=size, threshold=threshold,
                   extra={"run": layout.name, "threshold_rule": how,

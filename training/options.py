@@ -34,7 +34,7 @@ class TrainOptions:
     val_split: str | None = None           # folder names when the data has train/val/test folders
     test_split: str | None = None
     group_by_source: bool = False
-    target_recall: float | None = None     # threshold choice; None: best F1 on validation
+    target_recall: float | None = None     # threshold choice; None: 0.5 unless best F1 is clearly better
     augment: bool = True
     strategy: str = "default"
     init: Path | None = None               # start from this run's model (training.adapt)
