@@ -9,6 +9,7 @@ import csv
 import json
 import logging
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 
 from edge.contract import ModelContract
-from edge.metrics import binary_report
+from edge.metrics import binary_report, clearly_better
 from fixtures_training import TINY_PER_CLASS, TINY_SIZE, copy_run, run_crack
 
 METRIC_KEYS = {"accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "confusion_matrix",
@@ -79,6 +80,20 @@ def test_metrics_agree_with_the_confusion_matrix_and_the_predictions(tiny_run):
     assert contract.input_size == TINY_SIZE
     assert contract.threshold == pytest.approx(metrics["threshold"])
     assert 0.0 <= contract.threshold <= 1.0
+
+
+@pytest.mark.slow
+def test_the_run_keeps_threshold_0_5_unless_validation_clearly_shows_a_better_one(tiny_run):
+    metrics = json.loads((tiny_run / "metrics.json").read_text())
+    rule, threshold = metrics["threshold_rule"], metrics["threshold"]
+    assert ModelContract.load(tiny_run / "contract.json").threshold_rule == rule
+    if rule.startswith("0.5 "):  # kept, or a validation split of one class
+        assert threshold == 0.5
+    else:
+        found = re.fullmatch(r"best F1 on the validation split, right on (\d+) of the (\d+) images it "
+                             r"decides unlike 0\.5", rule)
+        assert found, rule
+        assert clearly_better(*map(int, found.groups())) and threshold != 0.5
 
 
 @pytest.mark.slow
