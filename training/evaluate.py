@@ -15,17 +15,13 @@ import io
 
 import numpy as np
 
-from edge.contract import ModelContract
+from edge.contract import DEFAULT_THRESHOLD, ModelContract
 from edge.atomic_files import write_bytes_atomic, write_json_atomic
 from edge.metrics import binary_report, choose_threshold
 from training.adapt import parent_record
 from training.keras_inference import BATCH_SIZE, keras_probabilities
 from training.run_layout import RunLayout
 from training.run_log import say
-
-# The threshold training keeps unless validation clearly shows a better one: class weights make
-# both classes count equally in the loss, so a sigmoid output of 0.5 is where it balances them.
-BALANCED_THRESHOLD = 0.5
 
 
 def split_probabilities(model, items: list[tuple[str, int]], img_size: int) -> np.ndarray:
@@ -49,8 +45,10 @@ def evaluate_run(layout: RunLayout, model, options, splits, weights) -> dict:
     val_probabilities = split_probabilities(model, splits["val"], size)
     test_probabilities = split_probabilities(model, splits["test"], size)
 
+    # class weights make both classes count equally in the loss, so 0.5 (the contract's default)
+    # is where the model balances them: kept unless validation clearly shows a better threshold
     threshold, how = choose_threshold(val_labels, val_probabilities, options.target_recall,
-                                     keep=BALANCED_THRESHOLD)
+                                     keep=DEFAULT_THRESHOLD)
     parent = parent_record(options)  # the --init run this one started from
     ModelContract(input_size=size, threshold=threshold,
                   extra={"run": layout.name, "threshold_rule": how,
