@@ -14,8 +14,8 @@ EXTRAS   := train,test,mqtt,quantizer
 
 DATA     ?=
 DEMO_DIR ?= data/demo
-# The demo recipe (training/demo_data.py DEMO_EPOCHS, DEMO_IMG_SIZE, DEMO_BATCH_SIZE): about 0.95
-# test accuracy in 13-18 minutes on 2 idle cores, by CPU (README); for real data pass your own.
+# The demo recipe (training/demo_data.py DEMO_EPOCHS, DEMO_IMG_SIZE, DEMO_BATCH_SIZE): 0.92-0.96
+# test accuracy by seed, in 13-20 minutes on 2 cores, by CPU (README); for real data pass your own.
 EPOCHS   ?= 15
 IMG_SIZE ?= 64
 BATCH    ?= 16

@@ -189,9 +189,8 @@ def choose_threshold(labels, probabilities, target_recall: float | None = None,
 def right_where_they_differ(labels, probabilities, threshold: float, other: float) -> tuple[int, int]:
     """(how many of the images ``threshold`` and ``other`` label differently ``threshold`` gets
     right, how many they label differently). On each such image exactly one of them is right."""
-    labels = np.asarray(labels).astype(bool)
-    probabilities = np.asarray(probabilities, dtype=np.float64)
-    mine, theirs = probabilities >= threshold, probabilities >= other
+    labels = np.asarray(labels).astype(np.int64)
+    mine, theirs = predict_labels(probabilities, threshold), predict_labels(probabilities, other)
     differ = mine != theirs
     return int((mine[differ] == labels[differ]).sum()), int(differ.sum())
 
