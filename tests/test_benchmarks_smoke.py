@@ -201,7 +201,8 @@ def test_other_processes_load_is_busy_cpu_time_minus_the_benchmarks_own(monkeypa
     assert machine.other_processes_cores(mark) is None
 
 
-@pytest.mark.parametrize("name", ["adapt_surface", "bench_convert", "edge_throughput", "input_pipeline",
+@pytest.mark.parametrize("name", ["adapt_surface", "bench_convert", "demo_errors", "edge_throughput",
+                                  "input_pipeline",
                                   "int8_marginal", "preview_viewer", "real_data", "run_all", "scaling",
                                   "summary"])
 def test_each_benchmark_explains_itself_and_changes_nothing_on_help(name, capsys):
@@ -220,3 +221,59 @@ def test_each_benchmark_explains_itself_and_changes_nothing_on_help(name, capsys
     assert f"usage: python -m benchmarks.{name}" in shown
     first_paragraph = " ".join(module.__doc__.split("\n\n")[0].split())
     assert first_paragraph in shown  # the whole paragraph, not its first line cut mid-sentence
+
+
+def _demo_run(tmp_path, wrong_names: set[str]):
+    """A finished-looking run on 5 + 5 generated demo images, wrong on ``wrong_names``."""
+    import csv
+    import json
+
+    from training.demo_data import DemoOptions, generate_demo
+
+    data = tmp_path / "demo"
+    generate_demo(DemoOptions(out=data, count=5, size=32, seed=7), progress=False, workers=1)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "options.json").write_text(json.dumps({"data": str(data)}))
+    with (run / "test_predictions.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label", "probability", "predicted"])
+        for path in sorted(data.glob("*/*.png")):
+            label = int(path.parent.name == "crack")
+            predicted = 1 - label if path.name in wrong_names else label
+            writer.writerow([str(path), label, 0.9 if predicted else 0.1, predicted])
+    return data, run
+
+
+def test_demo_errors_counts_each_class_and_distractor_from_the_replayed_generator(tmp_path):
+    from benchmarks import demo_errors
+    from training.demo_data import render
+
+    wrong = {"no_crack_00001.png", "no_crack_00003.png", "crack_00002.png"}
+    data, run = _demo_run(tmp_path, wrong)
+    result = demo_errors.main(["--run", str(run), "--out", str(tmp_path / "out.json")])
+
+    assert result["images"] == 10 and result["wrong"] == 3
+    assert result["by_class"]["no_crack"]["all"] == {"images": 5, "wrong": 2}
+    assert result["by_class"]["crack"]["all"] == {"images": 5, "wrong": 1}
+    for cls in ("crack", "no_crack"):  # every distractor row agrees with a replay done here
+        drawn = {i: set(render(7, cls, i, 32).distractors) for i in range(5)}
+        for kind, counts in result["by_class"][cls].items():
+            if kind in ("all", demo_errors.NOTHING):
+                continue
+            having = [i for i in range(5) if kind in drawn[i]]
+            assert counts["images"] == len(having)
+            assert counts["wrong"] == sum(f"{cls}_{i:05d}.png" in wrong for i in having)
+    assert (tmp_path / "out.json").is_file()
+
+
+def test_demo_errors_refuses_a_run_on_other_data_with_exit_2(tmp_path, capsys):
+    from benchmarks import demo_errors
+
+    data, run = _demo_run(tmp_path, set())
+    (data / ".complete").unlink()
+    with pytest.raises(SystemExit) as exit_info:
+        demo_errors.main(["--run", str(run), "--out", str(tmp_path / "out.json")])
+    assert exit_info.value.code == 2
+    assert "is not demo data" in capsys.readouterr().err
+    assert not (tmp_path / "out.json").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -11,8 +12,8 @@ import numpy as np
 import pytest
 
 from edge.preprocess import load_image
-from training.demo_data import (CENTRAL_BOX, CLASSES, COMPLETE_MARKER, DEFAULT_COUNT, README_NAME,
-                                DemoOptions, generate_demo, render)
+from training.demo_data import (CENTRAL_BOX, CLASSES, COMPLETE_MARKER, DEFAULT_COUNT, DISTRACTORS,
+                                README_NAME, DemoOptions, generate_demo, render)
 
 ROOT = Path(__file__).resolve().parents[1]
 LUMA = np.array([0.299, 0.587, 0.114])
@@ -258,3 +259,34 @@ def test_from_scratch_the_learning_rate_decays_along_a_cosine_and_pretrained_kee
     assert rates[0] == pytest.approx(1e-3) and rates[-1] == pytest.approx(COSINE_FLOOR * 1e-3)
     assert rates[7] == pytest.approx((1 + COSINE_FLOOR) / 2 * 1e-3)  # half-way: half-way down
     assert all(a > b for a, b in zip(rates, rates[1:]))
+
+
+def test_each_sample_records_the_distractors_drawn_into_it(samples):
+    """Sample.distractors (benchmarks/demo_errors.py reports errors by it) says what is in the
+    pixels: a joint recorded as square to the frame lies along an axis, a slanted one mostly not;
+    and each kind is drawn about as often in both classes."""
+    def strongest_line_angle(rgb: np.ndarray) -> float | None:
+        luma = (rgb @ LUMA).astype(np.uint8)
+        blackhat = cv2.morphologyEx(luma, cv2.MORPH_BLACKHAT, np.ones((7, 7), np.uint8))
+        edges = (blackhat > max(20.0, np.percentile(blackhat, 96))).astype(np.uint8) * 255
+        lines = cv2.HoughLines(edges, 1, np.pi / 180, threshold=40)
+        if lines is None:
+            return None
+        theta = math.degrees(float(lines[0][0][1])) % 90  # 0 or 90: square to the frame
+        return min(theta, 90 - theta)
+
+    other_lines = {"step_edge", "paint_line", "cast_shadow"}
+    clean = [render(12, "no_crack", i, 128) for i in range(400)]
+    one_joint = {kind: [strongest_line_angle(s.rgb) for s in clean
+                        if [d for d in s.distractors if d.startswith("joint")] == [kind]
+                        and not other_lines & set(s.distractors)]
+                 for kind in ("joint_square", "joint_slanted")}
+    square = [a for a in one_joint["joint_square"] if a is not None]
+    slanted = [a for a in one_joint["joint_slanted"] if a is not None]
+    assert len(square) >= 20 and len(slanted) >= 8
+    assert np.mean([a <= 10 for a in square]) >= 0.8  # square: within 0.05 rad (sd) of an axis
+    assert np.mean([a > 10 for a in slanted]) >= 0.6  # slanted: any angle, 78% beyond 10 deg
+    for kind in DISTRACTORS:
+        counts = [sum(kind in s.distractors for s in samples[cls]) for cls in CLASSES]
+        assert abs(counts[0] - counts[1]) <= 0.15 * N_PER_CLASS + 3, (kind, counts)
+    assert all(set(s.distractors) <= set(DISTRACTORS) for cls in CLASSES for s in samples[cls])
