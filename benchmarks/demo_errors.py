@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import csv
 import json
-import re
 from collections import Counter
 from pathlib import Path
 
 from benchmarks.machine import PROJECT, RESULTS_DIR, argument_parser, print_table
 
-_DEMO_FILE = re.compile(r"^(crack|no_crack)_(\d+)\.png$")
 NOTHING = "none"  # an image with no distractor (JPEG aside)
 
 
@@ -46,15 +44,15 @@ def demo_marker(data: Path) -> dict:
 def error_table(rows: list[dict], seed: int, size: int) -> dict:
     """{class: {distractor: {"images", "wrong"}}} over ``rows`` (test_predictions.csv rows),
     with "all" and NOTHING; an image with two joints counts once per kind."""
-    from training.demo_data import render
+    from training.demo_data import parse_file_name, render
 
     table: dict[str, dict[str, Counter]] = {}
     for row in rows:
         name = Path(row["path"]).name
-        match = _DEMO_FILE.match(name)
-        if match is None:
+        parsed = parse_file_name(name)
+        if parsed is None:
             raise ValueError(f"{name} is not a demo image name (crack_NNNNN.png, no_crack_NNNNN.png)")
-        cls, index = match.group(1), int(match.group(2))
+        cls, index = parsed
         drawn = set(render(seed, cls, index, size).distractors)
         wrong = int(row["predicted"]) != int(row["label"])
         kinds = ["all", *sorted(drawn)] + ([NOTHING] if not drawn - {"jpeg"} else [])
@@ -62,8 +60,8 @@ def error_table(rows: list[dict], seed: int, size: int) -> dict:
             counts = table.setdefault(cls, {}).setdefault(kind, Counter())
             counts["images"] += 1
             counts["wrong"] += wrong
-    return {cls: {kind: dict(counts) for kind, counts in kinds.items()}
-            for cls, kinds in sorted(table.items())}
+    return {cls: {kind: dict(counts) for kind, counts in by_kind.items()}
+            for cls, by_kind in sorted(table.items())}
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -181,11 +181,17 @@ def test_the_default_demo_set_has_a_test_split_of_at_least_300_images():
     assert sum(label for _, label in splits["test"]) == len(splits["test"]) // 2
 
 
+def dark_thin_structures(rgb: np.ndarray) -> np.ndarray:
+    """How much darker than its 7x7 surroundings each pixel is (a black-hat of the luma): high
+    along joints and cracks."""
+    luma = (rgb @ LUMA).astype(np.uint8)
+    return cv2.morphologyEx(luma, cv2.MORPH_BLACKHAT, np.ones((7, 7), np.uint8))
+
+
 def test_distractors_appear_in_both_classes(samples):
     """Straight dark lines (joints, saw-cuts) are no shortcut: they are in both classes."""
     def has_straight_dark_line(rgb: np.ndarray) -> bool:
-        luma = (rgb @ LUMA).astype(np.uint8)
-        blackhat = cv2.morphologyEx(luma, cv2.MORPH_BLACKHAT, np.ones((7, 7), np.uint8))
+        blackhat = dark_thin_structures(rgb)
         edges = (blackhat > 20).astype(np.uint8) * 255
         lines = cv2.HoughLinesP(edges, 1, np.pi / 180, threshold=60, minLineLength=90,
                                 maxLineGap=4)
@@ -266,8 +272,7 @@ def test_each_sample_records_the_distractors_drawn_into_it(samples):
     pixels: a joint recorded as square to the frame lies along an axis, a slanted one mostly not;
     and each kind is drawn about as often in both classes."""
     def strongest_line_angle(rgb: np.ndarray) -> float | None:
-        luma = (rgb @ LUMA).astype(np.uint8)
-        blackhat = cv2.morphologyEx(luma, cv2.MORPH_BLACKHAT, np.ones((7, 7), np.uint8))
+        blackhat = dark_thin_structures(rgb)
         edges = (blackhat > max(20.0, np.percentile(blackhat, 96))).astype(np.uint8) * 255
         lines = cv2.HoughLines(edges, 1, np.pi / 180, threshold=40)
         if lines is None:

@@ -67,7 +67,7 @@ _CLASS_STREAM = {"no_crack": 0, "crack": 1}
 _SUPERSAMPLE = 4  # line-like structures are drawn at 4x and area-averaged: anti-aliased coverage
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 _NORMAL = NormalDist()  # the noise fields are ~N(0, 1): thresholds for a wanted area fraction
-_FILE_RE = re.compile(r"^(crack|no_crack)_\d+\.png$")
+_FILE_RE = re.compile(r"^(crack|no_crack)_(\d+)\.png$")  # file_name's output
 CENTRAL_BOX = (0.2, 0.8)  # every crack runs at least 0.2 x size pixels inside this box
 JPEG_SHARE = 0.6  # images that go through a JPEG encoder (quality 55-95), in both classes
 
@@ -507,6 +507,12 @@ def render(seed: int, cls: str, index: int, size: int = DEFAULT_SIZE) -> Sample:
 
 def file_name(cls: str, index: int) -> str:
     return f"{cls}_{index:05d}.png"
+
+
+def parse_file_name(name: str) -> tuple[str, int] | None:
+    """(class, index) of a ``file_name``, None for any other name."""
+    match = _FILE_RE.match(name)
+    return (match.group(1), int(match.group(2))) if match else None
 
 
 def encode_png(rgb: np.ndarray) -> bytes:
