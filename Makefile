@@ -19,7 +19,10 @@ DEMO_DIR ?= data/demo
 EPOCHS   ?= 17
 IMG_SIZE ?= 64
 BATCH    ?= 32
-WEIGHTS  ?= auto
+# Empty: `none` on the demo data (its recipe and figures are from random initialisation, so the
+# first run is the same with or without internet), `auto` on DATA (ImageNet weights when they can
+# be had, else random with a warning).
+WEIGHTS  ?=
 RUN      ?= runs/latest
 # pytest workers for `make test` (pytest-xdist): about half the CPU sits idle with one, as many
 # tests wait on a subprocess; the integration tests stay on one (they start servers and clusters).
@@ -37,7 +40,7 @@ help:
 	@echo "make test-integration  tests against a real MQTT broker, headless Chromium, a local Ray and two training workers, and the heavy benchmark smoke runs (CI runs both)"
 	@echo "make bench           run the benchmarks (slow; see benchmarks/README.md)"
 	@echo "make check-arm64     crack-edge score and verify on arm64 (Debian arm64 under qemu-user; root) against this machine"
-	@echo "overrides: DATA=dir EPOCHS=n IMG_SIZE=px BATCH=n WEIGHTS=auto|imagenet|none|file RUN=runs/NAME MAX_DROP=pp"
+	@echo "overrides: DATA=dir EPOCHS=n IMG_SIZE=px BATCH=n WEIGHTS=auto|imagenet|none|file (default: none on the demo data, auto on DATA) RUN=runs/NAME MAX_DROP=pp"
 
 setup: $(STAMP)
 
@@ -61,7 +64,7 @@ demo-data: $(DEMO_DIR)/.complete
 
 train: setup $(if $(DATA),,$(DEMO_DIR)/.complete)
 	$(BIN)/crack train --data $(if $(DATA),$(DATA),$(DEMO_DIR)) --epochs $(EPOCHS) \
-		--img-size $(IMG_SIZE) --batch-size $(BATCH) --weights $(WEIGHTS) $(if $(NAME),--name $(NAME),)
+		--img-size $(IMG_SIZE) --batch-size $(BATCH) --weights $(if $(WEIGHTS),$(WEIGHTS),$(if $(DATA),auto,none)) $(if $(NAME),--name $(NAME),)
 
 convert: setup
 	$(BIN)/crack convert --run $(RUN) $(if $(MAX_DROP),--max-drop $(MAX_DROP),)

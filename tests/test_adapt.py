@@ -132,7 +132,20 @@ def test_an_init_run_trains_records_its_parent_and_converts(tiny_run, new_surfac
     assert f"BatchNorm statistics of 49 layers re-estimated on the {train_count} training images" in log
     assert "phase 1: head only, base frozen, 1 epoch(s)" in log
     assert "phase 2: fine-tuning base layers 154..189" in log and "learning rate 0.0001" in log
+    assert "BatchNorm frozen with the new surface's statistics" in log
     assert file_sha256(tiny_run / "model.keras") == parent["model_sha256"]  # the parent is untouched
+
+    # fine-tuning keeps BatchNorm frozen: the statistics of the new surface stay as estimated
+    from training.predict import load_run_model
+    from training.run_layout import read_split
+
+    estimated, _, _ = starting_model(options_from_parent(TrainOptions(data=new_surface, init=tiny_run),
+                                                         img_size=None))
+    adapt_batchnorm(estimated, read_split(run / "splits" / "train.csv"), TINY_SIZE, batch_size=8)
+    trained, _ = load_run_model(run)
+    statistics = [[np.array(w) for w in model.weights if "moving_" in w.path] for model in (estimated, trained)]
+    assert len(statistics[0]) == len(statistics[1]) == 2 * 49
+    assert all(np.allclose(a, b, rtol=1e-4, atol=1e-5) for a, b in zip(*statistics))
 
     converted = run_crack("convert", "--run", run, "--modes", "fp32", "--latency-runs", 1, "--max-drop", 100)
     assert converted.exit_code == 0, converted.output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -235,8 +236,6 @@ def test_the_makefile_trains_the_demo_recipe():
 def test_make_makes_the_demo_data_again_when_its_generator_changed(tmp_path):
     """An old data set is not trained on after training/demo_data.py changed: `make` sees the
     marker older than the generator and runs `crack data demo` again; a newer marker is kept."""
-    import os
-
     demo = tmp_path / "demo"
     demo.mkdir()
     marker = demo / COMPLETE_MARKER
@@ -253,6 +252,29 @@ def test_make_makes_the_demo_data_again_when_its_generator_changed(tmp_path):
     assert f"crack data demo --out {demo}" in planned()
     os.utime(marker, (changed + 60, changed + 60))
     assert "crack data demo" not in planned()
+
+
+@pytest.mark.parametrize("overrides, weights", [
+    ([], "none"),                                 # the demo: measured from random weights
+    (["DATA=photos"], "auto"),                    # the user's data: ImageNet when it can be had
+    (["WEIGHTS=imagenet"], "imagenet"),           # an explicit choice wins on either
+    (["DATA=photos", "WEIGHTS=none"], "none"),
+])
+def test_make_train_starts_the_demo_from_random_weights_and_user_data_from_auto(
+        tmp_path, overrides, weights):
+    """The first run's figures (README) are from random initialisation; a machine that can
+    download the ImageNet weights must not silently train another recipe on the demo data."""
+    demo = tmp_path / "demo"
+    demo.mkdir()
+    (demo / COMPLETE_MARKER).write_text("{}")
+    future = (ROOT / "training" / "demo_data.py").stat().st_mtime + 60
+    os.utime(demo / COMPLETE_MARKER, (future, future))
+    done = subprocess.run(["make", "-n", "train", f"DEMO_DIR={demo}", *overrides], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    train = " ".join(done.stdout.replace("\\\n", " ").split())
+    assert "crack train --data" in train
+    assert f"--weights {weights} " in train + " "
 
 
 def test_from_scratch_the_learning_rate_decays_along_a_cosine_and_pretrained_keeps_plateaus():

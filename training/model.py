@@ -127,10 +127,14 @@ def _base_with_weights(img_size: int, weights: str):
                         f"{first_line(exc)}") from None
 
 
-def unfreeze_from(base, fine_tune_at: int | str | None) -> int:
+def unfreeze_from(base, fine_tune_at: int | str | None, *, freeze_batchnorm: bool = False) -> int:
     """Make base layers from ``fine_tune_at`` on trainable (an index, a layer name, or None for the
     whole base); earlier layers stay frozen. BatchNorm layers of a pretrained base stay in
-    inference mode because the base is called with ``training=False``. Returns the index."""
+    inference mode because the base is called with ``training=False``; ``freeze_batchnorm`` keeps
+    every BatchNorm layer frozen (inference mode, statistics kept) for a base called without it,
+    such as an --init parent's. Returns the index."""
+    import keras
+
     base.trainable = True
     if fine_tune_at is None:
         index = 0
@@ -148,6 +152,10 @@ def unfreeze_from(base, fine_tune_at: int | str | None) -> int:
         index = matches[0]
     for layer in base.layers[:index]:
         layer.trainable = False
+    if freeze_batchnorm:
+        for layer in base.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = False
     return index
 
 
