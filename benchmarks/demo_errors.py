@@ -21,10 +21,14 @@ from benchmarks.machine import PROJECT, RESULTS_DIR, argument_parser, print_tabl
 NOTHING = "none"  # an image with no distractor (JPEG aside)
 
 
-def data_folder(run: Path) -> Path:
-    """The data folder a run was trained on (options.json, relative to the project root when
+def data_folder(layout) -> Path:
+    """The data folder a run was trained on (its options.json; relative to the project root when
     the run was started from it)."""
-    data = Path(json.loads((run / "options.json").read_text(encoding="utf-8"))["data"])
+    from training.options import TrainOptions
+
+    data = TrainOptions.from_dict(json.loads(layout.options.read_text(encoding="utf-8"))).data
+    if data is None:
+        raise ValueError(f"{layout.options} names no data folder")
     return data if data.is_absolute() or not (PROJECT / data).is_dir() else PROJECT / data
 
 
@@ -70,13 +74,15 @@ def main(argv: list[str] | None = None) -> dict:
                         help="a `crack train` run on demo data")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "demo_errors.json", help="results JSON")
     args = parser.parse_args(argv)
-    predictions = args.run / "test_predictions.csv"
-    if not predictions.is_file() or not (args.run / "options.json").is_file():
+    from training.run_layout import RunLayout
+
+    layout = RunLayout(args.run)
+    if not layout.test_predictions.is_file() or not layout.options.is_file():
         parser.error(f"{args.run} is not a finished `crack train` run (no test_predictions.csv)")
     try:
-        data = data_folder(args.run)
+        data = data_folder(layout)
         marker = demo_marker(data)
-        with predictions.open(newline="", encoding="utf-8") as handle:
+        with layout.test_predictions.open(newline="", encoding="utf-8") as handle:
             rows = list(csv.DictReader(handle))
         table = error_table(rows, int(marker["seed"]), int(marker["size"]))
     except (ValueError, KeyError, OSError) as error:

@@ -233,6 +233,14 @@ def test_the_makefile_trains_the_demo_recipe():
     assert "--max-drop 10" not in makefile
 
 
+def make_dry_run(*arguments: str) -> str:
+    """What `make -n ARGUMENTS` would run (its standard output), asserting that make accepts it."""
+    done = subprocess.run(["make", "-n", *arguments], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def test_make_makes_the_demo_data_again_when_its_generator_changed(tmp_path):
     """An old data set is not trained on after training/demo_data.py changed: `make` sees the
     marker older than the generator and runs `crack data demo` again; a newer marker is kept."""
@@ -242,16 +250,10 @@ def test_make_makes_the_demo_data_again_when_its_generator_changed(tmp_path):
     marker.write_text("{}")
     changed = (ROOT / "training" / "demo_data.py").stat().st_mtime
 
-    def planned() -> str:
-        done = subprocess.run(["make", "-n", "demo-data", f"DEMO_DIR={demo}"], cwd=ROOT,
-                              capture_output=True, text=True, timeout=60)
-        assert done.returncode == 0, done.stderr
-        return done.stdout
-
     os.utime(marker, (changed - 60, changed - 60))
-    assert f"crack data demo --out {demo}" in planned()
+    assert f"crack data demo --out {demo}" in make_dry_run("demo-data", f"DEMO_DIR={demo}")
     os.utime(marker, (changed + 60, changed + 60))
-    assert "crack data demo" not in planned()
+    assert "crack data demo" not in make_dry_run("demo-data", f"DEMO_DIR={demo}")
 
 
 @pytest.mark.parametrize("overrides, weights", [
@@ -269,10 +271,8 @@ def test_make_train_starts_the_demo_from_random_weights_and_user_data_from_auto(
     (demo / COMPLETE_MARKER).write_text("{}")
     future = (ROOT / "training" / "demo_data.py").stat().st_mtime + 60
     os.utime(demo / COMPLETE_MARKER, (future, future))
-    done = subprocess.run(["make", "-n", "train", f"DEMO_DIR={demo}", *overrides], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    train = " ".join(done.stdout.replace("\\\n", " ").split())
+    planned = make_dry_run("train", f"DEMO_DIR={demo}", *overrides)
+    train = " ".join(planned.replace("\\\n", " ").split())
     assert "crack train --data" in train
     assert f"--weights {weights} " in train + " "
 

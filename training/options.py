@@ -85,14 +85,19 @@ class Plan:
     # no early stop (validation loss of a network trained from scratch is too noisy to stop on).
     # Pretrained: early stopping and halving on a validation-loss plateau.
     cosine_decay: bool = False
+    # An --init run (training.adapt): phase 2 keeps every BatchNorm layer frozen, with the
+    # statistics re-estimated on the new surface.
+    freeze_batchnorm: bool = False
 
 
 def plan_for(options: TrainOptions, pretrained: bool) -> Plan:
     """Pretrained: 3 head epochs, then conv5 onwards at learning rate / 100. From scratch: no head
-    phase, the whole base at the full learning rate, decaying along a cosine."""
+    phase, the whole base at the full learning rate, decaying along a cosine. Started from another
+    run (--init): BatchNorm frozen in phase 2."""
     head = options.head_epochs if options.head_epochs is not None else (3 if pretrained else 0)
     lr2 = options.fine_tune_learning_rate or (options.learning_rate / 100 if pretrained
                                               else options.learning_rate)
     at = options.fine_tune_at if options.fine_tune_at is not None else ("conv5" if pretrained else None)
     return Plan(head_epochs=head, fine_tune_epochs=options.epochs, fine_tune_learning_rate=lr2,
-                fine_tune_at=at, cosine_decay=not pretrained)
+                fine_tune_at=at, cosine_decay=not pretrained,
+                freeze_batchnorm=options.init is not None)

@@ -135,14 +135,15 @@ def fit_phases(layout: RunLayout, options: TrainOptions, splits: Splits, stopper
         else:
             with strategy.scope():
                 index = unfreeze_from(base, plan.fine_tune_at,
-                                      freeze_batchnorm=options.init is not None)
+                                      freeze_batchnorm=plan.freeze_batchnorm)
                 compile_model(model, plan.fine_tune_learning_rate)
             trainable = parameter_counts(model)["trainable"]
             say(f"phase 2: fine-tuning base layers {index}..{len(base.layers) - 1} "
                 f"({trainable:,} trainable parameters), {plan.fine_tune_epochs} epoch(s) at "
                 f"learning rate {plan.fine_tune_learning_rate:g}"
                 + (", decaying along a cosine" if plan.cosine_decay else "")
-                + ("; BatchNorm frozen with the new surface's statistics" if options.init else ""))
+                + ("; BatchNorm frozen with the new surface's statistics"
+                   if plan.freeze_batchnorm else ""))
             fit(FINE_TUNE, epochs_before=plan.head_epochs, epochs=plan.fine_tune_epochs)
             mark_done(layout, FINE_TUNE)
 
