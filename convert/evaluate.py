@@ -21,8 +21,13 @@ from edge.metrics import binary_report, predict_labels
 BATCH_SIZE = 32
 WARMUP_RUNS = 2
 # A variant whose probabilities vary less than this share of the Keras model's spread has
-# collapsed (TensorFlow issue 40183: int8 ResNet50V2 predicting one value for everything).
+# collapsed (TensorFlow issue 40183: int8 ResNet50V2 predicting one value for everything) ...
 COLLAPSE_STD_RATIO = 0.1
+# ... unless the Keras model's own spread is below what a quantised output can show. An int8 or
+# uint8 sigmoid output moves in steps of 1/256, so a near-constant Keras model (an untrained one)
+# may come out as a single value without anything having collapsed; accuracy and agreement still
+# judge such a variant.
+COLLAPSE_MIN_REFERENCE_STD = 2 / 256
 
 
 def tflite_probabilities(model_path: str | Path, images: np.ndarray, contract: ModelContract,
@@ -75,7 +80,8 @@ def compare_with_reference(reference: np.ndarray, probabilities: np.ndarray, thr
     agree = predict_labels(reference, threshold) == predict_labels(probabilities, threshold)
     reference_std = float(reference.std())
     variant_std = float(probabilities.std())
-    collapsed = bool(reference_std > 0 and variant_std < COLLAPSE_STD_RATIO * reference_std)
+    collapsed = bool(reference_std >= COLLAPSE_MIN_REFERENCE_STD
+                     and variant_std < COLLAPSE_STD_RATIO * reference_std)
     return {
         "agreement": float(agree.mean()) if len(agree) else 1.0,
         "disagreements": int((~agree).sum()),
@@ -83,6 +89,7 @@ def compare_with_reference(reference: np.ndarray, probabilities: np.ndarray, thr
         "max_abs_prob_diff": float(difference.max()) if len(difference) else 0.0,
         "collapsed": collapsed,
         "std_ratio": (variant_std / reference_std) if reference_std > 0 else None,
+        "reference_std": reference_std,
     }
 
 

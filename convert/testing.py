@@ -127,6 +127,22 @@ def controlled_model(size: int = 32):
     return model
 
 
+# --- an untrained-looking model: probabilities 0.731 +- 0.001, under one int8 output step ------
+FLAT_SLOPE = 0.003
+
+
+def flat_model(size: int = 32):
+    import keras
+
+    inputs = keras.Input((size, size, 3))
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1)(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(1, activation="sigmoid")(x)
+    model = keras.Model(inputs, outputs)
+    model.layers[-1].set_weights([np.full((3, 1), FLAT_SLOPE / 3, np.float32), np.ones(1, np.float32)])
+    return model
+
+
 def grey(size: int, level: int) -> np.ndarray:
     return np.full((size, size, 3), level, np.uint8)
 

@@ -24,7 +24,7 @@ from convert.options import ConvertOptions, parse_modes
 from convert.pipeline import run_convert
 from convert.quantize import TFLiteConverterBackend, prepare_calibration
 from convert.source import load_calibration_set
-from convert.testing import (CONTROLLED_THRESHOLD, controlled_model, controlled_splits,
+from convert.testing import (CONTROLLED_THRESHOLD, controlled_model, controlled_splits, flat_model,
                              crack_images, fragile_model, fragile_splits, train_small_cnn,
                              write_png, write_run)
 from convert.variant import KernelEvaluation, ModelDetails, VariantResult
@@ -255,6 +255,25 @@ def test_gate_rules_on_hand_made_results():
     assert "(builtin kernels)" in worst.reasons[0]
 
 
+@pytest.mark.parametrize("reference_spread, collapsed", [
+    (0.4, True),     # a trained model whose int8 copy says one value for everything: TF issue 40183
+    (0.008, True),   # just over two output steps of spread, which int8 could have kept
+    (0.007, False),  # under two steps (an untrained model): one int8 value is resolution, not collapse
+    (0.0, False)])
+def test_a_constant_variant_has_collapsed_only_if_the_keras_spread_was_there_to_keep(reference_spread,
+                                                                                     collapsed):
+    from convert.evaluate import COLLAPSE_MIN_REFERENCE_STD, compare_with_reference
+
+    reference = 0.5 + reference_spread * np.array([-1.0, 1.0, -1.0, 1.0])  # std = reference_spread
+    constant = np.full(4, 0.5)
+    comparison = compare_with_reference(reference, constant, 0.5)
+    assert comparison["collapsed"] is collapsed
+    assert comparison["reference_std"] == pytest.approx(reference_spread)
+    assert COLLAPSE_MIN_REFERENCE_STD == pytest.approx(2 / 256)
+    # a variant that keeps a fair share of the spread never collapses
+    assert not compare_with_reference(reference, 0.5 + (reference - 0.5) * 0.2, 0.5)["collapsed"]
+
+
 def test_the_console_names_the_kernel_set_whose_change_the_gate_judged():
     """The accuracy shown is the default kernels'; the change beside it is the gate's (the worst
     kernel set's), so the line names that set when it is another one."""
@@ -329,6 +348,21 @@ def test_collapsed_int8_is_detected_and_recovered_by_selective_quantisation(tmp_
     assert card.details["conversion"]["kept_in_float"] == [layer["tensor_name"] for layer in kept]
     assert CrackClassifier(path).predict(np.full((1, SIZE, SIZE, 3), 245, np.uint8))[0] > 0.5
     assert "kept in float" in (run / "tflite" / "report.md").read_text()
+
+
+def test_a_near_constant_model_is_judged_on_accuracy_not_called_collapsed(tmp_path, capsys):
+    """An untrained model (as a two-epoch run from random weights) whose probabilities vary less
+    than two steps of an int8 output comes out of int8 as one value: that is the output's
+    resolution, not TF issue 40183, so the gate judges accuracy and agreement, and says why."""
+    run = tmp_path / "flat"
+    write_run(run, flat_model(SIZE), fragile_splits(SIZE))  # greys 10..245, half of them cracks
+    assert convert(run, modes=("int8",)) == 0
+    int8 = variant(report_of(run), "int8")
+    assert int8["metrics"]["distinct_values"] == 1  # int8 says one value for every image ...
+    assert 0 < int8["comparison"]["reference_std"] < 2 / 256  # ... of a Keras spread under 2 steps
+    assert not int8["comparison"]["collapsed"] and int8["gate"]["passed"]
+    assert int8["comparison"]["agreement"] == 1.0
+    assert "collapse not judged: the Keras model's probabilities hardly vary" in capsys.readouterr().out
 
 
 # --- atomic writes ---------------------------------------------------------------------------------
