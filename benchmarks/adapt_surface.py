@@ -9,7 +9,8 @@ A source model per surface is trained once from random initialisation at 64 px (
 kept in benchmarks/work/adapt_surface/runs and reused). Then, for each direction and each N:
 
     before        the source model on the target's test images, at its own threshold
-    recalibrated  the source model, threshold chosen (best F1) on the N + N labelled target images
+    recalibrated  the source model, threshold chosen on the N + N labelled target images as
+                  `crack calibrate` chooses it (best F1 if clearly better there, else kept)
     adapted       `crack train --init SOURCE` on the N + N images (the default small-data recipe)
     from scratch  `crack train --weights none` on the same N + N images, as many epochs
 
@@ -179,14 +180,21 @@ def train_few(name: str, runs: Path, data: Path, options: list[str]) -> dict:
 
 def one_case(surfaces: Surfaces, runs: Path, source: str, target: str, per_class: int, seed: int,
              before: dict, source_scores) -> dict:
-    from edge.metrics import choose_threshold
+    from edge.calibrate import calibrate_threshold
+    from edge.contract import ModelContract
+    from edge.labelled_photos import LabelledScores
+    from training.run_layout import RunLayout
 
     data = surfaces.few(target, per_class, seed)
     few = labelled(data, ("train", "val"))
     few_labels, few_probabilities, _ = keras_scores(runs / f"source-{source}", few)
-    threshold, rule = choose_threshold(few_labels, few_probabilities, on=f"{len(few)} labelled target images")
+    # the rule of `crack calibrate` / `crack-edge calibrate`, on the N + N photos
+    calibration = calibrate_threshold(
+        LabelledScores(few_labels, few_probabilities, files=len(few), unreadable=0, unlabelled=0),
+        ModelContract.load(RunLayout(runs / f"source-{source}").contract), site=target,
+        scored_with="model.keras (Keras)")
     test_labels, test_probabilities, _ = source_scores
-    recalibrated = {**figures(test_labels, test_probabilities, threshold), "rule": rule}
+    recalibrated = {**figures(test_labels, test_probabilities, calibration.threshold), "rule": calibration.rule}
     adapted = train_few(f"adapt-{source}-to-{target}-{per_class}", runs, data,
                         ["--init", str(runs / f"source-{source}")])
     scratch = train_few(f"scratch-{target}-{per_class}", runs, data,

@@ -429,7 +429,8 @@ def calibrate_command(
                                              help="The site's name, recorded in the copy's card.")] = None,
     target_recall: Annotated[float | None, typer.Option(
         "--target-recall", metavar="R", help="Choose the highest threshold that finds this share of the "
-                                             "site's cracks (default: best F1).")] = None,
+                                             "site's cracks (default: the best-F1 threshold if the photos show it clearly "
+                                             "better than the model's, else the model's is kept).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out (never the model).")] = False,
     threads: ThreadsOption = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,

@@ -228,7 +228,9 @@ def calibrate_command(
                                     help="The site's name, recorded in the new contract."),
     target_recall: float | None = typer.Option(None, "--target-recall", metavar="R",
                                                help="Choose the highest threshold that finds this share "
-                                                    "of the site's cracks (default: best F1)."),
+                                                    "of the site's cracks (default: the best-F1 threshold if the "
+                                                    "photos show it clearly better than the run's, else "
+                                                    "the run's is kept)."),
 ) -> None:
     """Choose a site's threshold with the run's Keras model, without retraining; write it into a new
     run folder (the run itself is never changed) that `crack convert` turns into models."""
