@@ -435,8 +435,9 @@ def calibrate_command(
     threads: ThreadsOption = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
 ) -> None:
-    """Choose a site's threshold from its labelled photos, scored with this model here; write a copy
-    of the model carrying it. Prints accuracy before and after. The original is never changed."""
+    """Choose a site's threshold from its labelled photos, scored with this model here (the model's
+    own stays unless the photos clearly show a better one); write a copy of the model carrying it.
+    Prints accuracy before and after. The original is never changed."""
     from edge.calibrate import CalibrateOptions, run_calibrate
 
     say = lambda line: typer.echo(line, err=True)  # noqa: E731

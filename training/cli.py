@@ -232,8 +232,9 @@ def calibrate_command(
                                                     "photos show it clearly better than the run's, else "
                                                     "the run's is kept)."),
 ) -> None:
-    """Choose a site's threshold with the run's Keras model, without retraining; write it into a new
-    run folder (the run itself is never changed) that `crack convert` turns into models."""
+    """Choose a site's threshold with the run's Keras model, without retraining (the run's own stays
+    unless the photos clearly show a better one); write it into a new run folder (the run itself is
+    never changed) that `crack convert` turns into models."""
     from pathlib import Path
 
     from training.calibrate import RunCalibrateOptions, calibrate_run
