@@ -15,7 +15,7 @@ EXTRAS   := train,test,mqtt,quantizer
 DATA     ?=
 DEMO_DIR ?= data/demo
 # The demo recipe (training/demo_data.py DEMO_EPOCHS, DEMO_IMG_SIZE, DEMO_BATCH_SIZE): 0.94-0.96
-# test accuracy on seeds 0-2, in 15.5-18 minutes on a 2-core AVX2 CPU (README); for real data pass your own.
+# test accuracy on seeds 0-2, in 15.5-19 minutes on a 2-core AVX2 CPU (README); for real data pass your own.
 EPOCHS   ?= 17
 IMG_SIZE ?= 64
 BATCH    ?= 32
