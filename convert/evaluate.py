@@ -80,8 +80,8 @@ def compare_with_reference(reference: np.ndarray, probabilities: np.ndarray, thr
     agree = predict_labels(reference, threshold) == predict_labels(probabilities, threshold)
     reference_std = float(reference.std())
     variant_std = float(probabilities.std())
-    collapsed = bool(reference_std >= COLLAPSE_MIN_REFERENCE_STD
-                     and variant_std < COLLAPSE_STD_RATIO * reference_std)
+    collapse_judged = reference_std >= COLLAPSE_MIN_REFERENCE_STD
+    collapsed = bool(collapse_judged and variant_std < COLLAPSE_STD_RATIO * reference_std)
     return {
         "agreement": float(agree.mean()) if len(agree) else 1.0,
         "disagreements": int((~agree).sum()),
@@ -90,6 +90,7 @@ def compare_with_reference(reference: np.ndarray, probabilities: np.ndarray, thr
         "collapsed": collapsed,
         "std_ratio": (variant_std / reference_std) if reference_std > 0 else None,
         "reference_std": reference_std,
+        "collapse_judged": collapse_judged,
     }
 
 

@@ -25,7 +25,6 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from convert.evaluate import COLLAPSE_MIN_REFERENCE_STD
 from convert.gate import DEFAULT_MAX_DROP, check_variant, recommend
 from convert.modes import MODE_TABLE, SELECTIVE_MODE, model_filename
 from convert.options import ConvertOptions
@@ -280,10 +279,10 @@ class Converter:
         self.say(f"  {took}{variant.size_bytes / 1e6:.2f} MB, {accuracy_figures(variant)}, agreement "
                  f"{main.comparison['agreement'] * 100:.1f}%, latency {variant.latency['median_ms']:.2f} ms: "
                  f"{verdict}")
-        reference_std = main.comparison.get("reference_std")
-        if reference_std is not None and reference_std < COLLAPSE_MIN_REFERENCE_STD:
+        if not main.comparison.get("collapse_judged", True):
             self.say(f"  [yellow]collapse not judged[/]: the Keras model's probabilities hardly vary "
-                     f"(std {reference_std:.4f}, under two steps of a quantised output); is it trained?")
+                     f"(std {main.comparison['reference_std']:.4f}, under two steps of a quantised output); "
+                     "is it trained?")
         for evaluation in variant.evaluations[1:]:
             subset = "" if evaluation.whole_split else f" (subset of {evaluation.images} images, not gated)"
             self.say(f"    {evaluation.kernels} kernels: accuracy {evaluation.metrics['accuracy'] * 100:.2f}%, "

@@ -112,7 +112,8 @@ FLIP_PROBABILITY = 0.5028  # int8 output rounds to 129/256 = 0.50390625
 CONTROLLED_THRESHOLD = 0.5037  # between the midpoint 0.501953 and the step 0.503906
 
 
-def controlled_model(size: int = 32):
+def brightness_model(size: int, slope: float, bias: float):
+    """probability = sigmoid(slope * (mean pixel / 127.5 - 1) + bias), after the x/127.5-1 Rescaling."""
     import keras
 
     inputs = keras.Input((size, size, 3))
@@ -120,11 +121,13 @@ def controlled_model(size: int = 32):
     x = keras.layers.GlobalAveragePooling2D()(x)
     outputs = keras.layers.Dense(1, activation="sigmoid")(x)
     model = keras.Model(inputs, outputs)
-    logit = math.log(FLIP_PROBABILITY / (1 - FLIP_PROBABILITY))
-    bias = logit - SLOPE * (FLIP_GREY / 127.5 - 1)
-    dense = model.layers[-1]
-    dense.set_weights([np.full((3, 1), SLOPE / 3, np.float32), np.array([bias], np.float32)])
+    model.layers[-1].set_weights([np.full((3, 1), slope / 3, np.float32), np.array([bias], np.float32)])
     return model
+
+
+def controlled_model(size: int = 32):
+    logit = math.log(FLIP_PROBABILITY / (1 - FLIP_PROBABILITY))
+    return brightness_model(size, SLOPE, logit - SLOPE * (FLIP_GREY / 127.5 - 1))
 
 
 # --- an untrained-looking model: probabilities 0.731 +- 0.001, under one int8 output step ------
@@ -132,15 +135,7 @@ FLAT_SLOPE = 0.003
 
 
 def flat_model(size: int = 32):
-    import keras
-
-    inputs = keras.Input((size, size, 3))
-    x = keras.layers.Rescaling(1 / 127.5, offset=-1)(inputs)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    outputs = keras.layers.Dense(1, activation="sigmoid")(x)
-    model = keras.Model(inputs, outputs)
-    model.layers[-1].set_weights([np.full((3, 1), FLAT_SLOPE / 3, np.float32), np.ones(1, np.float32)])
-    return model
+    return brightness_model(size, FLAT_SLOPE, 1.0)
 
 
 def grey(size: int, level: int) -> np.ndarray:

@@ -269,6 +269,7 @@ def test_a_constant_variant_has_collapsed_only_if_the_keras_spread_was_there_to_
     comparison = compare_with_reference(reference, constant, 0.5)
     assert comparison["collapsed"] is collapsed
     assert comparison["reference_std"] == pytest.approx(reference_spread)
+    assert comparison["collapse_judged"] is (reference_spread >= 0.008)
     assert COLLAPSE_MIN_REFERENCE_STD == pytest.approx(2 / 256)
     # a variant that keeps a fair share of the spread never collapses
     assert not compare_with_reference(reference, 0.5 + (reference - 0.5) * 0.2, 0.5)["collapsed"]
