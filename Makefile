@@ -14,9 +14,9 @@ EXTRAS   := train,test,mqtt,quantizer
 
 DATA     ?=
 DEMO_DIR ?= data/demo
-# The demo recipe (training/demo_data.py DEMO_EPOCHS, DEMO_IMG_SIZE, DEMO_BATCH_SIZE): 0.94-0.96
-# test accuracy on seeds 0-2, in 15.5-19 minutes on a 2-core AVX2 CPU (README); for real data pass your own.
-EPOCHS   ?= 17
+# The demo recipe (training/demo_data.py DEMO_EPOCHS, DEMO_IMG_SIZE, DEMO_BATCH_SIZE): figures
+# in the README's first section; for real data pass your own.
+EPOCHS   ?= 12
 IMG_SIZE ?= 64
 BATCH    ?= 32
 # Empty: `none` on the demo data (its recipe and figures are from random initialisation, so the
