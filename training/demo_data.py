@@ -53,8 +53,7 @@ DEFAULT_SIZE = 128
 # The recipe `make train convert` trains on the default set with (the Makefile's EPOCHS, IMG_SIZE
 # and BATCH; tests/test_demo_data.py checks they agree): ResNet50V2 from random weights, the whole
 # network at learning rate 1e-3 decaying along a cosine, batch 32 for 12 epochs. (With joints
-# 2.5-6 px wide, generator version 3, it took 17 epochs and still called 55% of the clean images
-# with a slanted joint cracks; with 4-7 px, version 4, 12 epochs did better: README.)
+# 2.5-6 px wide, generator version 3, it took 17 epochs for about the same test accuracy: README.)
 DEMO_EPOCHS = 12
 DEMO_IMG_SIZE = 64
 DEMO_BATCH_SIZE = 32
@@ -250,7 +249,7 @@ def _joint(rng: np.random.Generator, size: int, refl: np.ndarray) -> str:
     """A straight saw-cut or construction joint across the image: 4-7 px wide at 128 px,
     uniform, mostly square to the frame, as survey photos are usually taken. Narrower, a straight
     joint at the model's 64 px is a 1 px dark line, which even a person would take for a straight
-    hairline crack; a quarter of the cracks are as wide, so width is no shortcut. Returns
+    hairline crack; a quarter of the cracks are as wide at their widest, so width is no shortcut. Returns
     "joint_square" or "joint_slanted"."""
     point, angle = _random_line_through(rng, size)
     square = rng.random() < 0.7  # mostly axis-aligned, like real joints
