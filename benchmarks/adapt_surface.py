@@ -146,14 +146,14 @@ def labelled(folder: Path, splits: tuple[str, ...]) -> list[tuple[Path, int]]:
             for path in images_in(folder / split / name)]
 
 
-def keras_scores(run: Path, items: list[tuple[Path, int]]) -> tuple[np.ndarray, np.ndarray, float]:
-    """(labels, Keras probabilities, the run's threshold)."""
+def keras_scores(run: Path, items: list[tuple[Path, int]]):
+    """(labels, Keras probabilities, the run's contract)."""
     from training.predict import load_run_model, predict_files
 
     model, contract = load_run_model(run)
     scored = predict_files(model, contract, [path for path, _ in items])
     return (np.array([label for _, label in items]), np.array([p for _, p, _ in scored], np.float64),
-            contract.threshold)
+            contract)
 
 
 def figures(labels: np.ndarray, probabilities: np.ndarray, threshold: float) -> dict:
@@ -181,19 +181,16 @@ def train_few(name: str, runs: Path, data: Path, options: list[str]) -> dict:
 def one_case(surfaces: Surfaces, runs: Path, source: str, target: str, per_class: int, seed: int,
              before: dict, source_scores) -> dict:
     from edge.calibrate import calibrate_threshold
-    from edge.contract import ModelContract
     from edge.labelled_photos import LabelledScores
-    from training.run_layout import RunLayout
 
     data = surfaces.few(target, per_class, seed)
     few = labelled(data, ("train", "val"))
-    few_labels, few_probabilities, _ = keras_scores(runs / f"source-{source}", few)
+    few_labels, few_probabilities, contract = keras_scores(runs / f"source-{source}", few)
     # the rule of `crack calibrate` / `crack-edge calibrate`, on the N + N photos
     calibration = calibrate_threshold(
         LabelledScores(few_labels, few_probabilities, files=len(few), unreadable=0, unlabelled=0),
-        ModelContract.load(RunLayout(runs / f"source-{source}").contract), site=target,
-        scored_with="model.keras (Keras)")
-    test_labels, test_probabilities, _ = source_scores
+        contract, site=target, scored_with="model.keras (Keras)")
+    test_labels, test_probabilities = source_scores
     recalibrated = {**figures(test_labels, test_probabilities, calibration.threshold), "rule": calibration.rule}
     adapted = train_few(f"adapt-{source}-to-{target}-{per_class}", runs, data,
                         ["--init", str(runs / f"source-{source}")])
@@ -252,8 +249,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     cases = []
     for source, target in (("concrete", "asphalt"), ("asphalt", "concrete")):
-        scores = keras_scores(sources[source], surfaces.test[target])
-        before = figures(*scores)
+        labels, probabilities, contract = keras_scores(sources[source], surfaces.test[target])
+        scores = (labels, probabilities)
+        before = figures(labels, probabilities, contract.threshold)
         for per_class in sizes:
             cases.append(one_case(surfaces, runs, source, target, per_class, args.seed, before, scores))
     source_metrics = {surface: {key: json.loads((run / "metrics.json").read_text())[key]

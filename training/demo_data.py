@@ -249,8 +249,8 @@ def _joint(rng: np.random.Generator, size: int, refl: np.ndarray) -> str:
     """A straight saw-cut or construction joint across the image: 4-7 px wide at 128 px,
     uniform, mostly square to the frame, as survey photos are usually taken. Narrower, a straight
     joint at the model's 64 px is a 1 px dark line, which even a person would take for a straight
-    hairline crack; a quarter of the cracks are as wide at their widest, so width is no shortcut. Returns
-    "joint_square" or "joint_slanted"."""
+    hairline crack; a quarter of the cracks are as wide at their widest, so width is no shortcut.
+    Returns "joint_square" or "joint_slanted"."""
     point, angle = _random_line_through(rng, size)
     square = rng.random() < 0.7  # mostly axis-aligned, like real joints
     if square:
